@@ -1,0 +1,43 @@
+# sweeper: `make help` lists the targets. PYTHON is the interpreter of the active environment.
+PYTHON ?= python
+LOGDIR ?= $(shell ls -dt multirun/*/* outputs/*/* 2>/dev/null | head -1)
+PORT ?= 6006
+C10 ?= /tmp/c10
+
+.DEFAULT_GOAL := help
+.PHONY: help install run smoke test lint format tensorboard shared-data clean
+
+help:  ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+install:  ## pip install -e '.[dev]' into the active Python environment
+	$(PYTHON) -m pip install -e '.[dev]'
+
+run:  ## one run with the article's defaults (downloads CIFAR-10 once); ARGS="hidden=240 ..." to override
+	$(PYTHON) run.py $(ARGS)
+
+smoke:  ## a 300-step run on generated data: no download, seconds
+	$(PYTHON) run.py data=synthetic max_steps=300 $(ARGS)
+
+test:  ## the test suite (no network, about a minute on 2 cores)
+	$(PYTHON) -m pytest -q
+
+lint:  ## ruff: lint and format check
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format:  ## ruff: apply formatting and safe fixes
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
+
+tensorboard:  ## serve the latest run or sweep (LOGDIR=... to choose, PORT=6006)
+	@test -n "$(LOGDIR)" || { echo "no runs yet: run 'make run' or set LOGDIR=..."; exit 2; }
+	$(PYTHON) -m tensorboard.main --logdir "$(LOGDIR)" --port $(PORT)
+
+shared-data:  ## build ../shared/cifar10 into /tmp/c10 (C10=...): official layout + tarball
+	$(PYTHON) -m pip install -q pillow
+	$(PYTHON) ../shared/cifar10/build.py $(C10)
+
+clean:  ## remove outputs/, multirun/ and caches (not the downloaded data)
+	rm -rf outputs multirun .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,14 @@
+"""Train the 2017 two-layer CIFAR-10 MLP; `python run.py --help` lists every key, `-m` sweeps them."""
+
+import hydra
+
+from sweeper import cli
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg) -> float:
+    return cli.run(cfg)
+
+
+if __name__ == "__main__":
+    cli.main(main)

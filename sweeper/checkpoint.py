@@ -1,0 +1,138 @@
+"""Pickle checkpoints: one self-describing dict of numpy arrays and plain values (no Orbax).
+
+    checkpoints/step_<N>.pkl = {format, step, params (nested dict), opt_state (list of leaves),
+                                mean_image, data_order, config, versions}
+
+Saved atomically; loaded through the restricted unpickler, so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from sweeper import safe_pickle
+from sweeper.files import atomic_write
+
+FORMAT = "sweeper-checkpoint/1"
+_NAME = re.compile(r"step_(\d+)\.pkl")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not fit the configured run."""
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that produced a checkpoint, for the record."""
+    out = {"python": platform.python_version()}
+    for dist in ("sweeper", "jax", "jaxlib", "flax", "optax", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def path_for(directory: Path, step: int) -> Path:
+    return Path(directory) / f"step_{step}.pkl"
+
+
+def save(
+    directory: Path,
+    *,
+    step: int,
+    params: nnx.State,
+    opt_state: Any,
+    mean_image: Any,
+    data_order: dict,
+    config: dict,
+) -> Path:
+    """Write `checkpoints/step_<step>.pkl` atomically and return its path."""
+    to_numpy = lambda x: np.asarray(jax.device_get(x))  # noqa: E731
+    payload = {
+        "format": FORMAT,
+        "step": int(step),
+        "params": jax.tree.map(to_numpy, nnx.to_pure_dict(params)),
+        "opt_state": [to_numpy(leaf) for leaf in jax.tree.leaves(opt_state)],
+        "mean_image": to_numpy(mean_image),  # part of the model's input pipeline
+        "data_order": dict(data_order),
+        "config": config,
+        "versions": versions(),
+    }
+    path = path_for(directory, step)
+    atomic_write(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    return path
+
+
+def latest(directory: Path) -> Path | None:
+    """The checkpoint with the highest step in `directory`, or None."""
+    directory = Path(directory)
+    found = [(int(m.group(1)), p) for p in directory.glob("step_*.pkl") if (m := _NAME.fullmatch(p.name))]
+    return max(found)[1] if found else None
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or the latest one in a run folder (or in its `checkpoints/`)."""
+    path = Path(path)
+    if path.is_dir():
+        for directory in (path / "checkpoints", path):
+            if found := latest(directory):
+                return found
+        raise CheckpointError(f"no checkpoints/step_<N>.pkl in {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load(path: Path) -> dict:
+    """Read a checkpoint through the restricted unpickler and check its format."""
+    try:
+        with open(path, "rb") as f:
+            payload = safe_pickle.load(f)
+    except safe_pickle.ForbiddenGlobal as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError) as e:
+        raise CheckpointError(f"{path} is truncated or not a checkpoint ({e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
+    return payload
+
+
+def _shapes(tree: Any) -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in flat}
+
+
+def restore_params(payload: dict, template: nnx.State, path: Path) -> nnx.State:
+    """`template` (a freshly initialised model's params) filled with the checkpoint's values."""
+    want, got = _shapes(nnx.to_pure_dict(template)), _shapes(payload["params"])
+    if want != got:
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        detail = ", ".join(f"{k}: checkpoint {got.get(k)} vs config {want.get(k)}" for k in diff)
+        raise CheckpointError(
+            f"{path} does not fit the configured model ({detail}); was it written with another `hidden`?"
+        )
+    nnx.replace_by_pure_dict(template, jax.tree.map(np.asarray, payload["params"]))
+    return template
+
+
+def restore_opt_state(payload: dict, template: Any, path: Path) -> Any:
+    """`template` (a fresh optimizer state) with the checkpoint's leaves, after checking they fit."""
+    leaves, treedef = jax.tree.flatten(template)
+    saved = payload["opt_state"]
+    if len(saved) != len(leaves) or any(
+        np.shape(a) != np.shape(b) for a, b in zip(saved, leaves, strict=True)
+    ):
+        raise CheckpointError(
+            f"{path}: its optimizer state does not fit the configured optimizer "
+            f"(was it written with another optimizer?)"
+        )
+    return jax.tree.unflatten(treedef, [np.asarray(a) for a in saved])

@@ -1,0 +1,164 @@
+"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore, plus validation.
+
+The YAML under `conf/` only selects and overrides; every key, type and default is declared here, so a
+wrong type or an unknown key is refused by OmegaConf before anything runs. Imports Hydra/OmegaConf only.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_TRAIN_SIZE = 50_000  # official training images; the test set has 10,000
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key."""
+
+
+class Mode(enum.Enum):
+    train = "train"
+    eval = "eval"
+
+
+@dataclass
+class Cifar10Config:
+    """The official CIFAR-10 "python version", downloaded once into `root` (or found there)."""
+
+    name: str = "cifar10"
+    # Cache folder, the `cifar-10-batches-py` folder itself, or a `cifar-10-python.tar.gz`.
+    root: str = "${oc.env:SWEEPER_DATA_DIR,'~/.cache/sweeper/cifar10'}"
+    url: str = CIFAR10_URL
+    md5: str | None = CIFAR10_MD5  # null skips the check (for a tarball you built yourself)
+    val_size: int = 5000  # held out from the end of the official training order; 0 = as the article
+
+
+@dataclass
+class SyntheticConfig:
+    """CIFAR-shaped data with class-dependent patterns plus noise: learnable, tiny, no download."""
+
+    name: str = "synthetic"
+    train_size: int = 6000
+    test_size: int = 1000
+    val_size: int = 1000
+    noise: float = 64.0  # stddev of the per-pixel noise on the 0..255 scale
+    seed: int = 0  # picks the dataset; fixed so that a sweep over `seed` sees the same data
+
+
+@dataclass
+class SGDConfig:
+    """Plain gradient descent, as the article."""
+
+    name: str = "sgd"
+
+
+@dataclass
+class MomentumConfig:
+    name: str = "momentum"
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class Config:
+    """Defaults are the article's: 3072-120-10 MLP, SGD lr 0.001, reg 0.1, batch 400, 2000 steps."""
+
+    data: Any = MISSING
+    optimizer: Any = MISSING
+    hidden: int = 120
+    lr: float = 0.001
+    reg: float = 0.1
+    batch_size: int = 400
+    max_steps: int = 2000
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    histograms: bool = True  # logits and weight histograms at each log point
+    progress: bool | None = None  # null: a progress bar when stderr is a terminal
+    mode: Mode = Mode.train
+    checkpoint: str | None = None  # mode=eval: a checkpoint file or a run folder (its latest checkpoint)
+    resume: bool = False  # continue from the latest checkpoint in the run folder
+    # JAX's persistent compilation cache: the second run of a shape compiles nothing (null: off).
+    jax_cache_dir: str | None = "${oc.env:SWEEPER_JAX_CACHE,'~/.cache/sweeper/jax'}"
+
+
+def register_configs() -> None:
+    """Store the schemas so that `conf/<group>/<option>.yaml` can extend `/schema/<group>/<option>`."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, schemas in {
+        "data": (Cifar10Config, SyntheticConfig),
+        "optimizer": (SGDConfig, MomentumConfig, AdamConfig),
+    }.items():
+        for schema in schemas:
+            cs.store(group=f"schema/{group}", name=schema.name, node=schema)
+
+
+def train_set_size(data_cfg: Any) -> int:
+    """Images left for training after the validation split, known without loading anything."""
+    total = CIFAR10_TRAIN_SIZE if data_cfg.name == "cifar10" else data_cfg.train_size
+    return total - data_cfg.val_size
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError naming the first key whose value is out of range."""
+
+    def require(ok: bool, key: str, rule: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+    require(cfg.hidden >= 1, "hidden", ">= 1", cfg.hidden)
+    require(math.isfinite(cfg.lr) and cfg.lr > 0, "lr", "> 0 and finite", cfg.lr)
+    require(math.isfinite(cfg.reg) and cfg.reg >= 0, "reg", ">= 0 and finite", cfg.reg)
+    require(cfg.max_steps >= 1, "max_steps", ">= 1", cfg.max_steps)
+    require(0 <= cfg.seed < 2**31, "seed", "in [0, 2**31)", cfg.seed)
+    require(cfg.log_every >= 1, "log_every", ">= 1", cfg.log_every)
+    require(cfg.checkpoint_every >= 1, "checkpoint_every", ">= 1", cfg.checkpoint_every)
+
+    data = cfg.data
+    if data.name == "synthetic":
+        require(data.train_size >= 2, "data.train_size", ">= 2", data.train_size)
+        require(data.test_size >= 1, "data.test_size", ">= 1", data.test_size)
+        require(math.isfinite(data.noise) and data.noise >= 0, "data.noise", ">= 0", data.noise)
+    total = train_set_size(data) + data.val_size
+    require(0 <= data.val_size < total, "data.val_size", f"in [0, {total})", data.val_size)
+    n_train = train_set_size(data)
+    require(
+        1 <= cfg.batch_size <= n_train,
+        "batch_size",
+        f"in [1, {n_train}] (the training-set size)",
+        cfg.batch_size,
+    )
+
+    opt = cfg.optimizer
+    if opt.name == "momentum":
+        require(0 <= opt.momentum < 1, "optimizer.momentum", "in [0, 1)", opt.momentum)
+    if opt.name == "adam":
+        require(0 <= opt.b1 < 1, "optimizer.b1", "in [0, 1)", opt.b1)
+        require(0 <= opt.b2 < 1, "optimizer.b2", "in [0, 1)", opt.b2)
+        require(opt.eps > 0, "optimizer.eps", "> 0", opt.eps)
+    if Mode(cfg.mode) is Mode.eval:
+        require(
+            bool(cfg.checkpoint),
+            "checkpoint",
+            "a checkpoint file or run folder with mode=eval",
+            cfg.checkpoint,
+        )
+
+
+register_configs()

@@ -1,0 +1,130 @@
+"""Shared helpers: the real configs composed with Hydra, tiny CIFAR-10 archives in the official format."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import pickle
+import struct
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A small synthetic run: seconds on two cores, still well above chance.
+FAST = [
+    "data=synthetic",
+    "data.train_size=1200",
+    "data.val_size=200",
+    "data.test_size=400",
+    "batch_size=100",
+    "hidden=32",
+    "max_steps=200",
+    "log_every=50",
+    "checkpoint_every=100",
+    "jax_cache_dir=null",
+]
+
+
+def compose_config(*overrides: str):
+    """The real `conf/config.yaml` with overrides, as `python run.py ...` would see it."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in a subprocess, output captured."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class _Py2StrPickler(pickle._Pickler):
+    """Protocol 2 with bytes written as Python 2 `str`, as the official cPickle files are."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_bytes(self, obj):
+        n = len(obj)
+        self.write(
+            pickle.SHORT_BINSTRING + bytes([n]) + obj
+            if n < 256
+            else pickle.BINSTRING + struct.pack("<i", n) + obj
+        )
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+
+def official_pickle(obj) -> bytes:
+    buf = io.BytesIO()
+    _Py2StrPickler(buf, protocol=2).dump(obj)
+    return buf.getvalue().replace(
+        b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n"
+    )
+
+
+def tiny_batches(per_batch: int = 20, seed: int = 0) -> dict[str, dict]:
+    """The six official batch dicts with `per_batch` random images each."""
+    rng = np.random.default_rng(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    return {
+        name: {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+        }
+        for name in names
+    }
+
+
+def write_folder(dest: Path, batches: dict[str, dict]) -> Path:
+    folder = dest / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, batch in batches.items():
+        (folder / name).write_bytes(official_pickle(batch))
+    (folder / "batches.meta").write_bytes(official_pickle({b"label_names": [b"c%d" % i for i in range(10)]}))
+    return folder
+
+
+def write_tarball(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> str:
+    """A .tar.gz with `files` (member name -> bytes) and symlinks; returns its md5."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def official_tarball(path: Path, batches: dict[str, dict]) -> str:
+    files = {f"cifar-10-batches-py/{name}": official_pickle(batch) for name, batch in batches.items()}
+    files["cifar-10-batches-py/batches.meta"] = official_pickle({b"label_names": []})
+    return write_tarball(path, files)
+
+
+@pytest.fixture
+def batches():
+    return tiny_batches()

@@ -1,0 +1,114 @@
+"""End to end: `python run.py` on synthetic data, its outputs, reproducibility, divergence, eval mode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import FAST, compose_config, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+from sweeper import checkpoint, train
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One real CLI run, shared by the tests that inspect its outputs."""
+    workdir = tmp_path_factory.mktemp("cli") / "run"
+    result = run_cli(*FAST, "max_steps=300", "progress=true", f"hydra.run.dir={workdir}")
+    assert result.returncode == 0, result.stderr
+    return workdir, result
+
+
+def test_cli_run_learns_and_leaves_its_outputs(cli_run):
+    workdir, result = cli_run
+    assert "300/300" in result.stderr  # the progress bar
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["steps"] == 300
+    assert metrics["test_accuracy"] > 0.4 and metrics["val_accuracy"] > 0.4  # chance is 0.1
+    assert metrics["objective"] == metrics["val_accuracy"]
+    assert metrics["wall_time_s"] > 0 and np.isfinite(metrics["loss"])
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [
+        "step_100.pkl",
+        "step_200.pkl",
+        "step_300.pkl",
+    ]
+    assert (workdir / ".hydra" / "config.yaml").is_file() and (workdir / "run.log").is_file()
+    log = (workdir / "run.log").read_text()
+    for line in (
+        "step 0  loss",
+        "step 250  loss",
+        "val_accuracy",
+        "saved checkpoint",
+        "test accuracy",
+        "total time",
+    ):
+        assert line in log
+
+
+def test_tensorboard_events(cli_run):
+    workdir, _ = cli_run
+    tb = workdir / "tb"
+    assert [p for p in tb.iterdir() if p.is_dir()] == []  # hparams in the run itself, no timestamp folder
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss", "train_accuracy", "val_accuracy", "test_accuracy"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [0, 50, 100, 150, 200, 250]
+    assert [e.step for e in events.Scalars("test_accuracy")] == [300]
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert events.Scalars("test_accuracy")[0].value == pytest.approx(metrics["test_accuracy"])
+    assert {"logits", "weights/hidden/kernel", "weights/output/kernel"} <= set(tags["histograms"])
+
+    content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert start.hparams["hidden"].number_value == 32 and start.hparams["lr"].number_value == 0.001
+    assert start.hparams["optimizer"].string_value == "sgd"
+    content = events.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
+    end = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info
+    assert end.status == api_pb2.STATUS_SUCCESS
+
+
+def test_eval_mode_restores_the_checkpoint(cli_run):
+    workdir, _ = cli_run
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    result = run_cli(*FAST, "mode=eval", f"checkpoint={workdir}", f"hydra.run.dir={workdir}/eval")
+    assert result.returncode == 0, result.stderr
+    assert "step 300, hidden 32" in result.stdout
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in result.stdout
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    cfg = compose_config(*FAST, "max_steps=100", "histograms=false")
+    first = train.train_and_evaluate(cfg, tmp_path / "a")
+    second = train.train_and_evaluate(cfg, tmp_path / "b")
+    drop_time = lambda m: {k: v for k, v in m.items() if k != "wall_time_s"}  # noqa: E731
+    assert drop_time(first) == drop_time(second)
+    a, b = (checkpoint.load(p / "checkpoints" / "step_100.pkl") for p in (tmp_path / "a", tmp_path / "b"))
+    np.testing.assert_array_equal(a["params"]["hidden"]["kernel"], b["params"]["hidden"]["kernel"])
+    other = train.train_and_evaluate(compose_config(*FAST, "max_steps=100", "seed=1"), tmp_path / "c")
+    assert drop_time(other) != drop_time(first)
+
+
+def test_divergence_is_a_result_not_a_crash(tmp_path):
+    metrics = train.train_and_evaluate(compose_config(*FAST, "lr=10"), tmp_path)
+    assert metrics["status"] == "diverged" and metrics["steps"] == 50  # stopped at the first log point
+    assert metrics["objective"] == 0.0 and metrics["test_accuracy"] is None
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+    assert not (tmp_path / "checkpoints").exists()  # NaN parameters are not worth keeping
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    content = events.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
+    end = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info
+    assert end.status == api_pb2.STATUS_FAILURE
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_other_optimizers_train(tmp_path, optimizer):
+    lr = {"momentum": "0.0005", "adam": "0.0001"}[optimizer]
+    metrics = train.train_and_evaluate(
+        compose_config(*FAST, f"optimizer={optimizer}", f"lr={lr}", "histograms=false"), tmp_path
+    )
+    assert metrics["status"] == "ok" and metrics["val_accuracy"] > 0.25  # chance is 0.1
