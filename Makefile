@@ -3,9 +3,13 @@ PYTHON ?= python
 LOGDIR ?= $(shell ls -dt multirun/*/* outputs/*/* 2>/dev/null | head -1)
 PORT ?= 6006
 C10 ?= /tmp/c10
+SEEDS ?= 1
+SWEEP ?= $(shell ls -dt multirun/*/* 2>/dev/null | head -1)
+comma := ,
+SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),seed=range(0$(comma)$(SEEDS)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke test lint format tensorboard shared-data clean
+.PHONY: help install run smoke sweep summary test bench bench-quick lint format tensorboard shared-data clean
 
 help:  ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,8 +23,22 @@ run:  ## one run with the article's defaults (downloads CIFAR-10 once); ARGS="hi
 smoke:  ## a 300-step run on generated data: no download, seconds
 	$(PYTHON) run.py data=synthetic max_steps=300 $(ARGS)
 
+sweep:  ## the article's tuning grid, 27 jobs (SEEDS=3 repeats each config; ARGS="data.root=..." adds overrides)
+	$(PYTHON) run.py -m sweep=article $(SEED_SWEEP) $(ARGS)
+
+summary:  ## rewrite summary.csv/.md/.png of the latest sweep (SWEEP=multirun/DATE/TIME for another)
+	@test -n "$(SWEEP)" || { echo "no sweeps yet: run 'make sweep' or set SWEEP=..."; exit 2; }
+	$(PYTHON) -m sweeper.summary "$(SWEEP)"
+
 test:  ## the test suite (no network, about a minute on 2 cores)
 	$(PYTHON) -m pytest -q
+
+bench:  ## speed and memory against a plain PyTorch loop and the GEMM peak -> benchmarks/RESULTS.md (~15 min)
+	$(PYTHON) -m pip install -q -e '.[bench]'
+	$(PYTHON) benchmarks/bench.py $(ARGS)
+
+bench-quick:  ## the benchmark harness in under a minute (nothing written)
+	$(PYTHON) benchmarks/bench.py --quick $(ARGS)
 
 lint:  ## ruff: lint and format check
 	$(PYTHON) -m ruff check .

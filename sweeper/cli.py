@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeper.config import ConfigError, Mode, validate
+from sweeper.config import ConfigError, Mode, hyperparameters, validate
 from sweeper.data import DataError
+
+log = logging.getLogger(__name__)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -24,20 +31,53 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def run(cfg: Any) -> float:
-    """Train (or, with mode=eval, evaluate a checkpoint) and return the objective a sweep maximises."""
-    try:
-        validate(cfg)
-        from sweeper import train  # imported here so that --help and config errors answer without JAX
+    """Train (or, with mode=eval, evaluate a checkpoint) and return the objective a sweep maximises.
 
-        if cfg.jax_cache_dir:
-            train.enable_compilation_cache(cfg.jax_cache_dir)
-        if Mode(cfg.mode) is Mode.eval:
-            return train.evaluate_checkpoint(cfg, cfg.checkpoint)["test_accuracy"]
-        return train.train_and_evaluate(cfg, HydraConfig.get().runtime.output_dir)["objective"]
-    except _user_errors() as error:
-        if HydraConfig.get().mode == RunMode.RUN:  # a multirun records the failed job instead
+    A single run reports bad input in one line and exits 2. A sweep job never raises: a job that
+    finished before is skipped, an interrupted one resumes from its latest checkpoint, and a crash
+    is recorded in the job's metrics.json (status `crashed`, objective 0) so the sweep goes on.
+    """
+    hydra_cfg = HydraConfig.get()
+    workdir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            return _run(cfg, workdir)
+        except _user_errors() as error:
             exit_with(error)
-        raise
+    if (done := finished_metrics(workdir)) is not None:
+        log.info("finished in an earlier attempt (status %s): skipped", done["status"])
+        return float(done["objective"])
+    started = time.perf_counter()
+    try:
+        OmegaConf.update(cfg, "resume", True)
+        return _run(cfg, workdir)
+    except Exception as error:
+        log.exception("job crashed")
+        from sweeper.writer import record_crash
+
+        cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        record_crash(workdir, hyperparameters(cfg_dict), one_line(error), time.perf_counter() - started)
+        return 0.0
+
+
+def finished_metrics(workdir: Path) -> dict | None:
+    """metrics.json of a job that already ended with a result (ok or diverged), else None."""
+    path = workdir / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics if metrics.get("status") in ("ok", "diverged") else None
+
+
+def _run(cfg: Any, workdir: Path) -> float:
+    validate(cfg)
+    from sweeper import train  # imported here so that --help and config errors answer without JAX
+
+    if cfg.jax_cache_dir:
+        train.enable_compilation_cache(cfg.jax_cache_dir)
+    if Mode(cfg.mode) is Mode.eval:
+        return train.evaluate_checkpoint(cfg, cfg.checkpoint)["test_accuracy"]
+    return train.train_and_evaluate(cfg, workdir)["objective"]
 
 
 def one_line(error: BaseException | None) -> str:

@@ -12,11 +12,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_TRAIN_SIZE = 50_000  # official training images; the test set has 10,000
+
+
+# Keys that do not change what is trained: left out of job folder names, sweep groups and HParams.
+# (`sweep` picks a sweep config; what it changes shows up as the swept keys themselves.)
+NOT_HYPERPARAMETERS = (
+    "data.root",
+    "data.url",
+    "data.md5",
+    "progress",
+    "jax_cache_dir",
+    "resume",
+    "histograms",
+    "mode",
+    "checkpoint",
+    "log_every",
+    "checkpoint_every",
+    "sweep",
+)
 
 
 class ConfigError(ValueError):
@@ -109,6 +127,35 @@ def register_configs() -> None:
             cs.store(group=f"schema/{group}", name=schema.name, node=schema)
 
 
+def hyperparameters(cfg_dict: dict) -> dict[str, Any]:
+    """The config's scalar leaves as dotted keys (`hidden`, `optimizer.name`, ...), minus bookkeeping."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif value is not None and f"{prefix}{key}" not in NOT_HYPERPARAMETERS:
+                flat[f"{prefix}{key}"] = value.value if isinstance(value, enum.Enum) else value
+
+    walk(cfg_dict, "")
+    return flat
+
+
+def override_key(override: str) -> str:
+    """The key an override sets: `hidden` for `hidden=60`, `+foo=1` or `~foo`."""
+    return str(override).split("=", 1)[0].lstrip("+~")
+
+
+def job_name(task_overrides: Any) -> str:
+    """A sweep job's folder name: its overrides, sorted, comma-joined (`hidden=60,lr=0.001`).
+
+    The name depends only on the overrides, so rerunning a sweep finds each job's earlier folder.
+    """
+    keep = sorted(str(o).lstrip("+~") for o in task_overrides if override_key(o) not in NOT_HYPERPARAMETERS)
+    return ",".join(keep).replace("/", "_") or "default"
+
+
 def train_set_size(data_cfg: Any) -> int:
     """Images left for training after the validation split, known without loading anything."""
     total = CIFAR10_TRAIN_SIZE if data_cfg.name == "cifar10" else data_cfg.train_size
@@ -162,3 +209,5 @@ def validate(cfg: Any) -> None:
 
 
 register_configs()
+if not OmegaConf.has_resolver("sweeper.job_name"):
+    OmegaConf.register_new_resolver("sweeper.job_name", job_name)

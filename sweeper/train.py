@@ -101,7 +101,22 @@ def make_train_segment(graphdef: nnx.GraphDef, optimizer: optax.GradientTransfor
     def segment(state: TrainState, data: DeviceData, batch_indices: jax.Array):
         return jax.lax.scan(functools.partial(train_step, data=data), state, batch_indices)
 
-    return jax.jit(segment, donate_argnums=0)
+    return CompiledSegments(jax.jit(segment, donate_argnums=0))
+
+
+class CompiledSegments:
+    """A jitted segment compiled ahead of time, once per segment length, so compile time is measured."""
+
+    def __init__(self, jitted: Any):
+        self.jitted, self.programs, self.compile_s = jitted, {}, 0.0
+
+    def __call__(self, state: TrainState, data: DeviceData, batch_indices: np.ndarray):
+        length = len(batch_indices)
+        if length not in self.programs:
+            started = time.perf_counter()
+            self.programs[length] = self.jitted.lower(state, data, batch_indices).compile()
+            self.compile_s += time.perf_counter() - started
+        return self.programs[length](state, data, batch_indices)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -198,18 +213,27 @@ def objective(metrics: dict[str, Any]) -> float:
     return float(value) if value is not None and math.isfinite(value) else 0.0
 
 
-def _hparams(cfg: Any) -> dict[str, Any]:
-    return {
-        "hidden": cfg.hidden,
-        "lr": cfg.lr,
-        "reg": cfg.reg,
-        "batch_size": cfg.batch_size,
-        "max_steps": cfg.max_steps,
-        "seed": cfg.seed,
-        "optimizer": cfg.optimizer.name,
-        "data": cfg.data.name,
-        "val_size": cfg.data.val_size,
-    }
+def resume(ckpt_dir: Path, params: nnx.State, opt_state: Any, order: BatchOrder) -> tuple[Any, Any, int]:
+    """(params, opt_state, step) from the latest checkpoint in `ckpt_dir`, or the given ones at step 0.
+
+    Refuses a checkpoint whose model, optimizer or data order differs from the configured run's.
+    """
+    path = checkpoint.latest(ckpt_dir)
+    if path is None:
+        log.info("no checkpoint to resume from in %s: starting at step 0", ckpt_dir)
+        return params, opt_state, 0
+    payload = checkpoint.load(path)
+    params = checkpoint.restore_params(payload, params, path)
+    opt_state = checkpoint.restore_opt_state(payload, opt_state, path)
+    saved_order = {k: payload["data_order"].get(k) for k in ("seed_words", "num_images", "batch_size")}
+    expected = {k: v for k, v in order.state(0).items() if k in saved_order}
+    if saved_order != expected:
+        raise checkpoint.CheckpointError(
+            f"{path} was written with another seed, batch_size or training set (data order "
+            f"{saved_order}, config gives {expected}); resuming would not continue the same run"
+        )
+    log.info("resumed from %s (step %d)", path, payload["step"])
+    return params, opt_state, payload["step"]
 
 
 def _show_progress(cfg: Any) -> bool:
@@ -221,14 +245,12 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
     started = time.perf_counter()
     config.validate(cfg)
     workdir = Path(workdir)
-    cfg_dict = (
-        OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        if isinstance(cfg, DictConfig)
-        else dict(cfg)
-    )
-    log.info("config: %s", " ".join(f"{k}={v}" for k, v in _hparams(cfg).items()))
+    cfg_dict = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True, enum_to_str=True)
+    hparams = config.hyperparameters(cfg_dict)
+    log.info("config: %s", " ".join(f"{k}={v}" for k, v in hparams.items()))
 
     dataset = data.load(cfg.data)
+    data_s = time.perf_counter() - started
     if cfg.batch_size > len(dataset.train_images):  # the config check assumed the official sizes
         raise config.ConfigError(
             f"batch_size must be <= the training-set size {len(dataset.train_images)}, got {cfg.batch_size}"
@@ -239,23 +261,10 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
     opt_state = optimizer.init(params)
     order = BatchOrder(order_seed, len(dataset.train_images), cfg.batch_size)
 
-    start = 0
     ckpt_dir = workdir / "checkpoints"
-    if cfg.resume and (path := checkpoint.latest(ckpt_dir)):
-        payload = checkpoint.load(path)
-        params = checkpoint.restore_params(payload, params, path)
-        opt_state = checkpoint.restore_opt_state(payload, opt_state, path)
-        start = payload["step"]
-        saved_order = {k: payload["data_order"].get(k) for k in ("seed_words", "num_images", "batch_size")}
-        expected = {k: v for k, v in order.state(0).items() if k in saved_order}
-        if saved_order != expected:
-            raise checkpoint.CheckpointError(
-                f"{path} was written with another seed, batch_size or training set (data order "
-                f"{saved_order}, config gives {expected}); resuming would not continue the same run"
-            )
-        log.info("resumed from %s (step %d)", path, start)
-    elif cfg.resume:
-        log.info("resume=true but no checkpoint in %s: starting from step 0", ckpt_dir)
+    start = 0
+    if cfg.resume:
+        params, opt_state, start = resume(ckpt_dir, params, opt_state, order)
 
     train = DeviceData(
         jnp.asarray(dataset.train_images), jnp.asarray(dataset.train_labels), jnp.asarray(dataset.mean_image)
@@ -270,7 +279,7 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
         return accuracy(graphdef, state.params, images, labels, train.mean_image)
 
     writer = RunWriter(workdir / "tb", purge_step=start)
-    status, step, last_losses = "ok", start, None
+    status, step, last_losses, train_s, first_step_s = "ok", start, None, 0.0, None
     try:
         with (
             logging_redirect_tqdm(),
@@ -288,8 +297,14 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
                             graphdef, state.params, dataset.train_images[batch_indices[0]], train.mean_image
                         )
                         writer.histograms(step, {"logits": logits, **_weights(state.params)})
+                segment_started, compile_before = time.perf_counter(), segment.compile_s
                 state, (losses, accuracies) = segment(state, train, batch_indices)
-                last_losses = np.asarray(losses)
+                last_losses = np.asarray(losses)  # waits for the segment to finish
+                segment_s = time.perf_counter() - segment_started - (segment.compile_s - compile_before)
+                train_s += segment_s
+                if first_step_s is None:  # start-up: everything up to the end of the first step
+                    later_steps_s = segment_s * (stop - step - 1) / (stop - step)
+                    first_step_s = time.perf_counter() - started - later_steps_s
                 if logging_now:
                     loss, train_accuracy = float(last_losses[0]), float(np.asarray(accuracies)[0])
                     writer.scalars(
@@ -332,14 +347,20 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
         )
         metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
         metrics["objective"] = objective(metrics)
-        writer.scalars(step, {k: metrics[k] for k in ("test_accuracy",) if metrics[k] is not None})
-        writer.hparams(_hparams(cfg), success=status == "ok")
+        steps_run = step - start
+        metrics["timings"] = {"data_s": round(data_s, 3), "compile_s": round(segment.compile_s, 3),
+                              "first_step_s": round(first_step_s or 0.0, 3), "train_s": round(train_s, 3),
+                              "steps_per_s": round(steps_run / train_s, 1) if train_s > 0 else None}
+        # Final val/test accuracies end their curves: HParams shows each tag's last value.
+        writer.scalars(step, {k: metrics[k] for k in ("val_accuracy", "test_accuracy")})
+        writer.hparams(hparams, success=status == "ok")
     finally:
         writer.close()
     write_metrics(workdir, metrics)
     if metrics["test_accuracy"] is not None:
         log.info("test accuracy %.4f", metrics["test_accuracy"])
-    log.info("status %s, total time %.1f s", status, metrics["wall_time_s"])
+    log.info("status %s, total time %.1f s (data %.1f s, compile %.1f s, %d steps in %.1f s)", status,
+             metrics["wall_time_s"], data_s, segment.compile_s, step - start, train_s)
     return metrics
 
 

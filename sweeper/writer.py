@@ -7,8 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.struct_pb2 import ListValue
 from tensorboardX import SummaryWriter
-from tensorboardX.proto.api_pb2 import Status
+from tensorboardX.proto.api_pb2 import (
+    DataType,
+    Experiment,
+    HParamInfo,
+    Interval,
+    MetricInfo,
+    MetricName,
+    Status,
+)
 from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
 from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboardX.summary import hparams as hparams_summaries
@@ -25,7 +34,7 @@ class RunWriter:
         # purge_step: on resume, TensorBoard drops the events an interrupted attempt wrote past it.
         self._writer = SummaryWriter(str(logdir), purge_step=purge_step or None, flush_secs=10)
 
-    def scalars(self, step: int, values: dict[str, float]) -> None:
+    def scalars(self, step: int, values: dict[str, float | None]) -> None:
         for tag, value in values.items():
             if value is not None:
                 self._writer.add_scalar(tag, value, step)
@@ -45,24 +54,8 @@ class RunWriter:
         written: TensorBoard would take the first one it found as the whole sweep's experiment.
         """
         _, session_start, _ = hparams_summaries(hparams, {})
-        end = HParamsPluginData(
-            version=0,
-            session_end_info=SessionEndInfo(
-                status=Status.Value("STATUS_SUCCESS" if success else "STATUS_FAILURE")
-            ),
-        )
-        session_end = Summary(
-            value=[
-                Summary.Value(
-                    tag="_hparams_/session_end_info",
-                    metadata=SummaryMetadata(
-                        plugin_data=SummaryMetadata.PluginData(
-                            plugin_name="hparams", content=end.SerializeToString()
-                        )
-                    ),
-                )
-            ]
-        )
+        status = Status.Value("STATUS_SUCCESS" if success else "STATUS_FAILURE")
+        session_end = _hparams_summary("session_end_info", session_end_info=SessionEndInfo(status=status))
         file_writer = self._writer._get_file_writer()
         file_writer.add_summary(session_start)
         file_writer.add_summary(session_end)
@@ -76,3 +69,67 @@ def write_metrics(workdir: Path, metrics: dict[str, Any]) -> Path:
     path = Path(workdir) / METRICS_FILE
     atomic_write(path, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
     return path
+
+
+def record_crash(workdir: Path, hparams: dict[str, Any], error: str, wall_time_s: float) -> None:
+    """Leave a crashed sweep job's trace: metrics.json with its error, and a failed HParams session."""
+    writer = RunWriter(Path(workdir) / "tb")
+    try:
+        writer.hparams(hparams, success=False)
+    finally:
+        writer.close()
+    write_metrics(
+        workdir,
+        {
+            "status": "crashed",
+            "error": error,
+            "steps": None,
+            "loss": None,
+            "train_accuracy": None,
+            "val_accuracy": None,
+            "test_accuracy": None,
+            "wall_time_s": round(wall_time_s, 3),
+            "objective": 0.0,
+        },
+    )
+
+
+def _hparams_summary(tag: str, **content: Any) -> Summary:
+    """A Summary carrying HParams plugin data (an experiment or a session end) under `_hparams_/<tag>`."""
+    data = HParamsPluginData(version=0, **content).SerializeToString()
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=data))
+    return Summary(value=[Summary.Value(tag=f"_hparams_/{tag}", metadata=metadata)])
+
+
+def write_experiment(logdir: Path, domains: dict[str, list | tuple], metrics: tuple[str, ...]) -> None:
+    """Declare a sweep's hyperparameters and metrics for TensorBoard's HParams dashboard, in `logdir`.
+
+    `domains` maps each swept key to its listed values or to a (low, high) interval. Earlier event files
+    directly in `logdir` are replaced, so that a regenerated summary leaves exactly one experiment.
+    """
+    infos = []
+    for key, domain in domains.items():
+        if isinstance(domain, tuple):
+            interval = Interval(min_value=domain[0], max_value=domain[1])
+            infos.append(
+                HParamInfo(name=key, type=DataType.Value("DATA_TYPE_FLOAT64"), domain_interval=interval)
+            )
+            continue
+        values = ListValue()
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in domain)
+        for value in domain:
+            if numeric:
+                values.values.add().number_value = float(value)
+            else:
+                values.values.add().string_value = str(value)
+        kind = DataType.Value("DATA_TYPE_FLOAT64" if numeric else "DATA_TYPE_STRING")
+        infos.append(HParamInfo(name=key, type=kind, domain_discrete=values))
+    metric_infos = [MetricInfo(name=MetricName(tag=m)) for m in metrics]
+    logdir = Path(logdir)
+    for old in logdir.glob("events.out.tfevents.*"):
+        old.unlink()
+    with SummaryWriter(str(logdir)) as writer:
+        summary = _hparams_summary(
+            "experiment", experiment=Experiment(hparam_infos=infos, metric_infos=metric_infos)
+        )
+        writer._get_file_writer().add_summary(summary)

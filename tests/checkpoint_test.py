@@ -12,7 +12,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import FAST, ROOT, compose_config
+from conftest import FAST, ROOT, compose_config, results
 
 from sweeper import checkpoint, train
 from sweeper.checkpoint import CheckpointError
@@ -107,9 +107,7 @@ def test_resume_continues_exactly(tmp_path):
     for layer in ("hidden", "output"):
         for name in ("kernel", "bias"):
             np.testing.assert_array_equal(a["params"][layer][name], b["params"][layer][name])
-    assert {k: v for k, v in whole.items() if k != "wall_time_s"} == {
-        k: v for k, v in resumed.items() if k != "wall_time_s"
-    }
+    assert results(whole) == results(resumed)
 
 
 @pytest.mark.slow

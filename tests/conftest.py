@@ -34,6 +34,11 @@ FAST = [
 ]
 
 
+def results(metrics: dict) -> dict:
+    """A run's metrics without its timings, which vary from run to run."""
+    return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "timings")}
+
+
 def compose_config(*overrides: str):
     """The real `conf/config.yaml` with overrides, as `python run.py ...` would see it."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FAST, compose_config, run_cli
+from conftest import FAST, compose_config, results, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
@@ -30,6 +30,9 @@ def test_cli_run_learns_and_leaves_its_outputs(cli_run):
     assert metrics["test_accuracy"] > 0.4 and metrics["val_accuracy"] > 0.4  # chance is 0.1
     assert metrics["objective"] == metrics["val_accuracy"]
     assert metrics["wall_time_s"] > 0 and np.isfinite(metrics["loss"])
+    timings = metrics["timings"]
+    assert timings["compile_s"] > 0 and timings["train_s"] > 0 and timings["steps_per_s"] > 0
+    assert timings["data_s"] + timings["compile_s"] + timings["train_s"] < metrics["wall_time_s"]
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [
         "step_100.pkl",
         "step_200.pkl",
@@ -58,6 +61,7 @@ def test_tensorboard_events(cli_run):
     assert {"loss", "train_accuracy", "val_accuracy", "test_accuracy"} <= set(tags["scalars"])
     assert [e.step for e in events.Scalars("loss")] == [0, 50, 100, 150, 200, 250]
     assert [e.step for e in events.Scalars("test_accuracy")] == [300]
+    assert [e.step for e in events.Scalars("val_accuracy")] == [0, 50, 100, 150, 200, 250, 300]
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert events.Scalars("test_accuracy")[0].value == pytest.approx(metrics["test_accuracy"])
     assert {"logits", "weights/hidden/kernel", "weights/output/kernel"} <= set(tags["histograms"])
@@ -65,7 +69,8 @@ def test_tensorboard_events(cli_run):
     content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
     start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
     assert start.hparams["hidden"].number_value == 32 and start.hparams["lr"].number_value == 0.001
-    assert start.hparams["optimizer"].string_value == "sgd"
+    assert start.hparams["optimizer.name"].string_value == "sgd"
+    assert start.hparams["data.train_size"].number_value == 1200 and "data.root" not in start.hparams
     content = events.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
     end = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info
     assert end.status == api_pb2.STATUS_SUCCESS
@@ -84,12 +89,11 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     cfg = compose_config(*FAST, "max_steps=100", "histograms=false")
     first = train.train_and_evaluate(cfg, tmp_path / "a")
     second = train.train_and_evaluate(cfg, tmp_path / "b")
-    drop_time = lambda m: {k: v for k, v in m.items() if k != "wall_time_s"}  # noqa: E731
-    assert drop_time(first) == drop_time(second)
+    assert results(first) == results(second)
     a, b = (checkpoint.load(p / "checkpoints" / "step_100.pkl") for p in (tmp_path / "a", tmp_path / "b"))
     np.testing.assert_array_equal(a["params"]["hidden"]["kernel"], b["params"]["hidden"]["kernel"])
     other = train.train_and_evaluate(compose_config(*FAST, "max_steps=100", "seed=1"), tmp_path / "c")
-    assert drop_time(other) != drop_time(first)
+    assert results(other) != results(first)
 
 
 def test_divergence_is_a_result_not_a_crash(tmp_path):

@@ -1,0 +1,338 @@
+"""Sweep summary: one row per config (mean ± std over seeds), a plot, and the HParams experiment. No JAX.
+
+    python -m sweeper.summary multirun/2026-11-28/10-00-00
+
+Reads each job folder's `.hydra/overrides.yaml` and `metrics.json` (a job without one is `unfinished`),
+so it works on a finished sweep, a running one, or one that was killed; the sweep callback calls the
+same code when a multirun ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import shlex
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sweeper.config import NOT_HYPERPARAMETERS, override_key
+from sweeper.writer import METRICS_FILE, write_experiment
+
+SEED_KEY = "seed"
+METRIC_KEYS = ("val_accuracy", "test_accuracy", "train_accuracy", "loss")
+FAILED = ("diverged", "crashed")
+
+
+@dataclass
+class Job:
+    """One job folder of a sweep."""
+
+    name: str
+    overrides: list[str]
+    params: dict[str, str]
+    metrics: dict[str, Any] | None
+
+    @property
+    def status(self) -> str:
+        return self.metrics["status"] if self.metrics else "unfinished"
+
+
+@dataclass
+class Row:
+    """One config (all of a job's overrides but the seed) and its jobs over seeds."""
+
+    params: dict[str, str]
+    jobs: list[Job] = field(default_factory=list)
+
+    def values(self, key: str) -> list[float]:
+        return [j.metrics[key] for j in self.jobs if j.metrics and j.metrics.get(key) is not None]
+
+    def mean(self, key: str) -> float | None:
+        values = self.values(key)
+        return statistics.fmean(values) if values else None
+
+    def std(self, key: str) -> float | None:
+        values = self.values(key)
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    @property
+    def status(self) -> str:
+        counts: dict[str, int] = {}
+        for job in self.jobs:
+            counts[job.status] = counts.get(job.status, 0) + 1
+        if len(counts) == 1:
+            return next(iter(counts))
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+    @property
+    def sort_key(self) -> tuple:
+        score = self.mean("val_accuracy")
+        if score is None:
+            score = self.mean("objective") if any(j.status == "ok" for j in self.jobs) else None
+        return (score is None, -(score or 0.0))
+
+
+def parse_params(overrides: list[str]) -> dict[str, str]:
+    return {
+        override_key(o): o.split("=", 1)[1]
+        for o in overrides
+        if "=" in o and override_key(o) not in NOT_HYPERPARAMETERS
+    }
+
+
+def read_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job folder under `sweep_dir` (those with a `.hydra/overrides.yaml`), in name order."""
+    jobs = []
+    for overrides_file in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
+        folder = overrides_file.parent.parent
+        overrides = [str(o) for o in OmegaConf.load(overrides_file)]
+        metrics_file = folder / METRICS_FILE
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+        jobs.append(Job(folder.name, overrides, parse_params(overrides), metrics))
+    return jobs
+
+
+def group(jobs: list[Job]) -> list[Row]:
+    """Jobs grouped by config (everything but the seed), best validation accuracy first."""
+    rows: dict[tuple, Row] = {}
+    for job in jobs:
+        params = {k: v for k, v in job.params.items() if k != SEED_KEY}
+        rows.setdefault(tuple(sorted(params.items())), Row(params)).jobs.append(job)
+    return sorted(rows.values(), key=lambda r: r.sort_key)
+
+
+def swept_keys(jobs: list[Job], declared: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Keys the sweep varies: declared as sweeps, or taking more than one value across jobs."""
+    seen: dict[str, set[str]] = {}
+    for job in jobs:
+        for key, value in job.params.items():
+            seen.setdefault(key, set()).add(value)
+    keys = [k for k in declared if k in seen] + [k for k, v in seen.items() if len(v) > 1]
+    return list(dict.fromkeys(keys))
+
+
+def sweep_domains(sweep_dir: Path) -> dict[str, list | tuple]:
+    """What `multirun.yaml` declares as swept: key -> list of values, or (low, high) for an interval."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return {}
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = OmegaConf.load(path).hydra
+    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
+    params += [str(o) for o in hydra_cfg.overrides.task]
+    domains: dict[str, list | tuple] = {}
+    for override in OverridesParser.create().parse_overrides(params):
+        key = override.get_key_element().lstrip("+~")
+        if key in NOT_HYPERPARAMETERS or not override.is_sweep_override():
+            continue
+        if override.is_interval_sweep():
+            interval = override.value()
+            domains[key] = (float(interval.start), float(interval.end))
+        elif override.is_discrete_sweep():
+            domains[key] = list(override.sweep_iterator())
+    return domains
+
+
+def _fmt(mean: float | None, std: float | None, digits: int = 4) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def command_for(row: Row) -> str:
+    """A ready-to-paste command that trains `row`'s config alone (its first job's overrides, no seed)."""
+    overrides = [o for o in row.jobs[0].overrides if override_key(o) != SEED_KEY]
+    return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
+
+
+def write_csv(path: Path, rows: list[Row], keys: list[str]) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "rank",
+            *keys,
+            "seeds",
+            "status",
+            "val_accuracy_mean",
+            "val_accuracy_std",
+            "test_accuracy_mean",
+            "test_accuracy_std",
+            "wall_time_s_mean",
+            "jobs",
+        ]
+    )
+    for rank, row in enumerate(rows, 1):
+        cells = [
+            row.mean("val_accuracy"),
+            row.std("val_accuracy"),
+            row.mean("test_accuracy"),
+            row.std("test_accuracy"),
+            row.mean("wall_time_s"),
+        ]
+        writer.writerow(
+            [
+                rank,
+                *(row.params.get(k, "") for k in keys),
+                len(row.jobs),
+                row.status,
+                *("" if c is None else f"{c:.6g}" for c in cells),
+                " ".join(j.name for j in row.jobs),
+            ]
+        )
+    path.write_text(out.getvalue())
+
+
+def markdown(rows: list[Row], keys: list[str], top: int | None = None) -> str:
+    header = ["#", *keys, "seeds", "val accuracy", "test accuracy", "wall time (s)", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for rank, row in enumerate(rows[:top], 1):
+        cells = [
+            str(rank),
+            *(row.params.get(k, "") for k in keys),
+            str(len(row.jobs)),
+            _fmt(row.mean("val_accuracy"), row.std("val_accuracy")),
+            _fmt(row.mean("test_accuracy"), row.std("test_accuracy")),
+            _fmt(row.mean("wall_time_s"), None, 1),
+            row.status,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def plot(path: Path, jobs: list[Job], keys: list[str]) -> None:
+    """Accuracy against each swept hyperparameter; diverged/crashed jobs as red crosses on the floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if k != SEED_KEY] or keys
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4.2 * max(len(keys), 1), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=False):
+        values = sorted(
+            {j.params.get(key, "") for j in jobs}, key=lambda v: (_number(v) is None, _number(v) or 0.0, v)
+        )
+        numeric = all(_number(v) is not None for v in values)
+        position = {v: (_number(v) if numeric else i) for i, v in enumerate(values)}
+        done = [j for j in jobs if j.status == "ok"]
+        for metric, marker, label in (("val_accuracy", "o", "val"), ("test_accuracy", "^", "test")):
+            points = [
+                (position[j.params.get(key, "")], j.metrics[metric])
+                for j in done
+                if j.metrics.get(metric) is not None
+            ]
+            if points:
+                ax.scatter(*zip(*points, strict=True), marker=marker, alpha=0.7, label=label)
+        failed = [position[j.params.get(key, "")] for j in jobs if j.status in FAILED]
+        if failed:
+            ax.scatter(failed, [0.0] * len(failed), marker="x", color="red", label="diverged/crashed")
+        positives = [p for p in position.values() if p > 0]
+        if numeric and len(positives) == len(values) > 1 and max(positives) / min(positives) > 20:
+            ax.set_xscale("log")
+        if numeric and len(values) <= 8 or not numeric:  # label the values the sweep actually took
+            ax.set_xticks(list(position.values()), list(position.keys()))
+            ax.minorticks_off()
+        ax.set_xlabel(key)
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=8, ncols=3)
+    fig.suptitle(f"{len(jobs)} jobs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list[Row]:
+    """Write summary.csv, summary.md, summary.png and the HParams experiment for `sweep_dir`."""
+    sweep_dir = Path(sweep_dir)
+    jobs = read_jobs(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"no job folders (with .hydra/overrides.yaml) in {sweep_dir}")
+    domains = sweep_domains(sweep_dir)
+    keys = swept_keys(jobs, list(domains))
+    rows = group(jobs)
+    columns = [k for k in keys if k != SEED_KEY]
+    counts = {s: sum(j.status == s for j in jobs) for s in ("ok", "diverged", "crashed", "unfinished")}
+    status_line = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    best = rows[0] if rows and rows[0].mean("objective") is not None else None
+    text = [
+        f"# Sweep {sweep_dir}",
+        "",
+        f"{len(jobs)} jobs in {len(rows)} configs: {status_line}.",
+        "",
+        markdown(rows, columns),
+    ]
+    if best:
+        text += ["Best config:", "", "    " + command_for(best), ""]
+    crashed = [j for j in jobs if j.status == "crashed"]
+    if crashed:
+        text += (
+            ["Crashed jobs:", ""] + [f"- `{j.name}`: {j.metrics.get('error', '?')}" for j in crashed] + [""]
+        )
+    (sweep_dir / "summary.md").write_text("\n".join(text))
+    write_csv(sweep_dir / "summary.csv", rows, columns)
+    plot(sweep_dir / "summary.png", jobs, columns)
+    write_experiment(sweep_dir, _experiment_domains(jobs, keys, domains), METRIC_KEYS)
+    if echo:
+        print(f"\nSweep {sweep_dir}: {len(jobs)} jobs, {status_line}")
+        print(markdown(rows, columns, top=top), end="")
+        if best:
+            print(
+                f"Best config (val accuracy {_fmt(best.mean('val_accuracy'), best.std('val_accuracy'))}):\n"
+                f"    {command_for(best)}"
+            )
+        print(f"Full table: {sweep_dir / 'summary.md'}, plot: {sweep_dir / 'summary.png'}")
+    return rows
+
+
+def _experiment_domains(jobs: list[Job], keys: list[str], declared: dict) -> dict[str, list | tuple]:
+    """HParams domains: the declared list or interval, else the values the jobs took; numbers as floats."""
+    domains: dict[str, list | tuple] = {}
+    for key in keys:
+        domain = declared.get(key)
+        if domain is None:
+            domain = sorted({j.params[key] for j in jobs if key in j.params})
+        if isinstance(domain, list):
+            as_numbers = [_number(str(v)) for v in domain]
+            domain = as_numbers if all(n is not None for n in as_numbers) else [str(v) for v in domain]
+        domains[key] = domain
+    return domains
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeper.summary", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. multirun/2026-11-28/10-00-00")
+    parser.add_argument("--top", type=int, default=5, help="rows to print (all are written)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        summarize(args.sweep_dir, top=args.top)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
