@@ -4,12 +4,13 @@ LOGDIR ?= $(shell ls -dt multirun/*/* outputs/*/* 2>/dev/null | head -1)
 PORT ?= 6006
 C10 ?= /tmp/c10
 SEEDS ?= 1
+TRIALS ?= 20
 SWEEP ?= $(shell ls -dt multirun/*/* 2>/dev/null | head -1)
 comma := ,
 SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),seed=range(0$(comma)$(SEEDS)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke sweep summary test bench bench-quick lint format tensorboard shared-data clean
+.PHONY: help install run smoke sweep sweep-optuna summary test bench bench-quick lint format tensorboard shared-data clean
 
 help:  ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +26,9 @@ smoke:  ## a 300-step run on generated data: no download, seconds
 
 sweep:  ## the article's tuning grid, 27 jobs (SEEDS=3 repeats each config; ARGS="data.root=..." adds overrides)
 	$(PYTHON) run.py -m sweep=article $(SEED_SWEEP) $(ARGS)
+
+sweep-optuna:  ## Bayesian search with Optuna (TRIALS=20); rerun with hydra.sweep.dir=... to continue a study
+	$(PYTHON) run.py -m sweep=optuna hydra.sweeper.n_trials=$(TRIALS) $(ARGS)
 
 summary:  ## rewrite summary.csv/.md/.png of the latest sweep (SWEEP=multirun/DATE/TIME for another)
 	@test -n "$(SWEEP)" || { echo "no sweeps yet: run 'make sweep' or set SWEEP=..."; exit 2; }

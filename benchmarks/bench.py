@@ -60,14 +60,22 @@ def machine_info() -> dict[str, str]:
     try:
         from threadpoolctl import threadpool_info
 
-        blas = ", ".join(f"{i['internal_api']} {i.get('version', '')} ({i.get('architecture', '')})"
-                         for i in threadpool_info() if i.get("user_api") == "blas")
+        blas = ", ".join(
+            f"{i['internal_api']} {i.get('version', '')} ({i.get('architecture', '')})"
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        )
     except ImportError:
         config = np.show_config(mode="dicts") if "mode" in np.show_config.__code__.co_varnames else {}
         blas = str(config.get("Build Dependencies", {}).get("blas", {}).get("name", "unknown"))
-    return {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": str(os.cpu_count()),
-            "python": platform.python_version(), "blas (numpy)": blas,
-            **{k: v for k, v in versions.items()}}
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "blas (numpy)": blas,
+        **{k: v for k, v in versions.items()},
+    }
 
 
 def gemm_peak(reps: int) -> dict[str, float]:
@@ -76,15 +84,20 @@ def gemm_peak(reps: int) -> dict[str, float]:
     import jax.numpy as jnp
 
     rng = np.random.default_rng(0)
-    shapes = {"2048^3": (2048, 2048, 2048), "x@W1 400x3072x120": (400, 3072, HIDDEN),
-              "dW1 3072x400x120": (3072, 400, HIDDEN)}
+    shapes = {
+        "2048^3": (2048, 2048, 2048),
+        "x@W1 400x3072x120": (400, 3072, HIDDEN),
+        "dW1 3072x400x120": (3072, 400, HIDDEN),
+    }
     out = {}
     for label, (m, k, n) in shapes.items():
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         flops, inner = 2.0 * m * k * n, max(1, int(2e10 // (2.0 * m * k * n)))
-        for name, fn, args in (("numpy", np.matmul, (a, b)),
-                               ("jax", jax.jit(jnp.matmul), (jnp.asarray(a), jnp.asarray(b)))):
+        for name, fn, args in (
+            ("numpy", np.matmul, (a, b)),
+            ("jax", jax.jit(jnp.matmul), (jnp.asarray(a), jnp.asarray(b))),
+        ):
             jax.block_until_ready(fn(*args))
             best = 0.0
             for _ in range(max(reps, 3)):
@@ -103,8 +116,10 @@ def write_fake_cifar(folder: Path, seed: int = 0) -> Path:
     batches = folder / "cifar-10-batches-py"
     batches.mkdir(parents=True, exist_ok=True)
     for name, n in [(f"data_batch_{i}", 10_000) for i in range(1, 6)] + [("test_batch", 10_000)]:
-        batch = {"data": rng.integers(0, 256, (n, IMAGE), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n).tolist()}
+        batch = {
+            "data": rng.integers(0, 256, (n, IMAGE), dtype=np.uint8),
+            "labels": rng.integers(0, 10, n).tolist(),
+        }
         (batches / name).write_bytes(pickle.dumps(batch, protocol=4))
     return folder
 
@@ -117,20 +132,36 @@ def child(command: list[str], env: dict | None = None) -> dict:
 
 
 def run_sweeper(data_root: Path, steps: int, cache: Path | None, workdir: Path) -> dict:
-    overrides = [f"data.root={data_root}", "data.val_size=0", f"max_steps={steps}", "progress=false",
-                 f"jax_cache_dir={cache if cache else 'null'}"]
+    overrides = [
+        f"data.root={data_root}",
+        "data.val_size=0",
+        f"max_steps={steps}",
+        "progress=false",
+        f"jax_cache_dir={cache if cache else 'null'}",
+    ]
     return child([sys.executable, str(HERE / "sweeper_run.py"), str(workdir), *overrides])
 
 
 def run_torch(data_root: Path, steps: int) -> dict:
-    return child([sys.executable, str(HERE / "torch_loop.py"), "--data-root", str(data_root),
-                  "--steps", str(steps)])
+    return child(
+        [sys.executable, str(HERE / "torch_loop.py"), "--data-root", str(data_root), "--steps", str(steps)]
+    )
 
 
 def run_sweep(data_root: Path, steps: int, grid: list[str], sweep_dir: Path, cache: Path) -> float:
     """Wall time of a basic-launcher sweep, from the command's start to its end."""
-    command = [sys.executable, str(ROOT / "run.py"), "-m", *grid, f"data.root={data_root}", "data.val_size=0",
-               f"max_steps={steps}", "progress=false", f"jax_cache_dir={cache}", f"hydra.sweep.dir={sweep_dir}"]
+    command = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "-m",
+        *grid,
+        f"data.root={data_root}",
+        "data.val_size=0",
+        f"max_steps={steps}",
+        "progress=false",
+        f"jax_cache_dir={cache}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
@@ -140,14 +171,18 @@ def run_sweep(data_root: Path, steps: int, grid: list[str], sweep_dir: Path, cac
 
 def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     med = statistics.median(values)
-    return fmt.format(med) + (f" ({fmt.format(min(values))}–{fmt.format(max(values))})" if len(values) > 1 else "")
+    return fmt.format(med) + (
+        f" ({fmt.format(min(values))}–{fmt.format(max(values))})" if len(values) > 1 else ""
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 steps, 1 repetition, a 2-config sweep")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--data-root", type=Path, help="a CIFAR-10 folder (default: random data of its shape)")
+    parser.add_argument(
+        "--data-root", type=Path, help="a CIFAR-10 folder (default: random data of its shape)"
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
     parser.add_argument("--no-sweep", action="store_true", help="skip the 27-config sweep")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
@@ -168,15 +203,19 @@ def main() -> None:
         warm: list[dict] = []
         theirs: list[dict] = []
         for rep in range(reps):
-            # A fresh compilation cache per repetition: the cold start a first run pays.
-            run_ours = lambda: ours.append(run_sweeper(data_root, steps, scratch / f"cache{rep}",  # noqa: E731
-                                                       scratch / f"run{rep}"))
-            contenders = [run_ours] + ([lambda: theirs.append(run_torch(data_root, steps))] if has_torch else [])
-            for contender in contenders if rep % 2 == 0 else contenders[::-1]:
-                contender()
+            contenders = ["sweeper", "torch"] if has_torch else ["sweeper"]
+            for contender in contenders if rep % 2 == 0 else contenders[::-1]:  # alternate who goes first
+                if contender == "sweeper":
+                    # A fresh compilation cache per repetition: the cold start a first run pays.
+                    ours.append(run_sweeper(data_root, steps, scratch / f"cache{rep}", scratch / f"run{rep}"))
+                else:
+                    theirs.append(run_torch(data_root, steps))
             warm.append(run_sweeper(data_root, steps, scratch / f"cache{rep}", scratch / f"warm{rep}"))
-            print(f"rep {rep + 1}/{reps}: sweeper {ours[-1]['steps_per_s']:.0f} steps/s"
-                  + (f", torch {theirs[-1]['steps_per_s']:.0f} steps/s" if has_torch else ""), flush=True)
+            print(
+                f"rep {rep + 1}/{reps}: sweeper {ours[-1]['steps_per_s']:.0f} steps/s"
+                + (f", torch {theirs[-1]['steps_per_s']:.0f} steps/s" if has_torch else ""),
+                flush=True,
+            )
 
         sweep_s = None
         if not args.no_sweep:
@@ -205,26 +244,41 @@ def _count(grid: list[str]) -> int:
 def render(info, peak, ours, warm, theirs, sweep_s, grid, steps, args) -> str:
     flops = flops_per_step()
     best_peak = max(peak.values())
-    lines = ["# Benchmark results", "",
-             f"`python benchmarks/bench.py{' --quick' if args.quick else ''}` — {len(ours)} repetition(s), "
-             f"{steps} steps of batch {BATCH}, hidden {HIDDEN}; data: "
-             f"{args.data_root or 'random CIFAR-10-shaped data in the official format'}. "
-             "Medians, with (min–max).", "",
-             "## Machine", "", "| | |", "|---|---|"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`python benchmarks/bench.py{' --quick' if args.quick else ''}` — {len(ours)} repetition(s), "
+        f"{steps} steps of batch {BATCH}, hidden {HIDDEN}; data: "
+        f"{args.data_root or 'random CIFAR-10-shaped data in the official format'}. "
+        "Medians, with (min–max).",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in info.items()]
     lines += ["", "## fp32 GEMM peak", "", "| GEMM | GFLOP/s |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in peak.items()]
-    lines += ["", f"Peak used below: {best_peak:.0f} GFLOP/s (the best of these). One training step is "
-              f"{flops / 1e9:.3f} GFLOP (forward + weight gradients), {steps} steps "
-              f"{flops * steps / 1e12:.2f} TFLOP.", "",
-              "## Single run", "", "| | sweeper | PyTorch loop |", "|---|---|---|"]
+    lines += [
+        "",
+        f"Peak used below: {best_peak:.0f} GFLOP/s (the best of these). One training step is "
+        f"{flops / 1e9:.3f} GFLOP (forward + weight gradients), {steps} steps "
+        f"{flops * steps / 1e12:.2f} TFLOP.",
+        "",
+        "## Single run",
+        "",
+        "| | sweeper | PyTorch loop |",
+        "|---|---|---|",
+    ]
 
     def col(rows: list[dict], key: str, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
         return spread([r[key] * scale for r in rows], fmt) if rows and rows[0].get(key) is not None else "–"
 
     lines += [
         f"| steps/s | {col(ours, 'steps_per_s', '{:.0f}')} | {col(theirs, 'steps_per_s', '{:.0f}')} |",
-        f"| images/s | {col(ours, 'steps_per_s', '{:.0f}', BATCH)} | {col(theirs, 'steps_per_s', '{:.0f}', BATCH)} |",
+        f"| images/s | {col(ours, 'steps_per_s', '{:.0f}', BATCH)} | "
+        f"{col(theirs, 'steps_per_s', '{:.0f}', BATCH)} |",
         f"| GFLOP/s | {col(ours, 'steps_per_s', '{:.0f}', flops / 1e9)} | "
         f"{col(theirs, 'steps_per_s', '{:.0f}', flops / 1e9)} |",
         f"| fraction of GEMM peak | {col(ours, 'steps_per_s', '{:.0%}', flops / 1e9 / best_peak)} | "
@@ -243,9 +297,14 @@ def render(info, peak, ours, warm, theirs, sweep_s, grid, steps, args) -> str:
         ratio = [o["steps_per_s"] / t["steps_per_s"] for o, t in zip(ours, theirs, strict=True)]
         lines += ["", f"Throughput sweeper / PyTorch: {spread(ratio)}×."]
     if sweep_s is not None:
-        lines += ["", "## Sweep", "", f"`python run.py -m {' '.join(grid)}` ({_count(grid)} configs, {steps} steps "
-                  f"each, Hydra's basic launcher, one process, cold compile cache): **{sweep_s:.1f} s** wall, "
-                  f"{sweep_s / _count(grid):.1f} s per config."]
+        lines += [
+            "",
+            "## Sweep",
+            "",
+            f"`python run.py -m {' '.join(grid)}` ({_count(grid)} configs, {steps} steps "
+            f"each, Hydra's basic launcher, one process, cold compile cache): **{sweep_s:.1f} s** wall, "
+            f"{sweep_s / _count(grid):.1f} s per config.",
+        ]
     return "\n".join(lines) + "\n"
 
 

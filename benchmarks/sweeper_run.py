@@ -28,11 +28,18 @@ def main() -> None:
         train.enable_compilation_cache(cfg.jax_cache_dir)
     metrics = train.train_and_evaluate(cfg, workdir)
     timings = metrics["timings"]
-    print(json.dumps({
-        "import_s": import_s, **timings, "time_to_first_step_s": import_s + timings["first_step_s"],
-        "wall_time_s": metrics["wall_time_s"], "test_accuracy": metrics["test_accuracy"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "import_s": import_s,
+                **timings,
+                "time_to_first_step_s": import_s + timings["first_step_s"],
+                "wall_time_s": metrics["wall_time_s"],
+                "test_accuracy": metrics["test_accuracy"],
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -53,11 +53,13 @@ def main() -> None:
     for step in range(args.steps):
         if step % steps_per_epoch == 0:
             order = torch.randperm(len(images))
-        idx = order[(step % steps_per_epoch) * args.batch_size:][: args.batch_size]
+        idx = order[(step % steps_per_epoch) * args.batch_size :][: args.batch_size]
         x = images[idx].float() - mean
         logits = torch.relu(x @ w1 + b1) @ w2 + b2
-        loss = torch.nn.functional.cross_entropy(logits, labels[idx]) + args.reg * (
-            w1.pow(2).sum() + w2.pow(2).sum()) / 2
+        loss = (
+            torch.nn.functional.cross_entropy(logits, labels[idx])
+            + args.reg * (w1.pow(2).sum() + w2.pow(2).sum()) / 2
+        )
         loss.backward()
         with torch.no_grad():
             for p in params:
@@ -71,12 +73,20 @@ def main() -> None:
         test_x = torch.from_numpy(ds.test_images).float() - mean
         predictions = (torch.relu(test_x @ w1 + b1) @ w2 + b2).argmax(1)
         test_accuracy = (predictions == torch.from_numpy(ds.test_labels).long()).float().mean().item()
-    print(json.dumps({
-        "import_s": import_s, "time_to_first_step_s": first_step_s, "train_s": train_s,
-        "steps_per_s": (args.steps - 1) / train_s, "test_accuracy": test_accuracy,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
-    }))
+    print(
+        json.dumps(
+            {
+                "import_s": import_s,
+                "time_to_first_step_s": first_step_s,
+                "train_s": train_s,
+                "steps_per_s": (args.steps - 1) / train_s,
+                "test_accuracy": test_accuracy,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Enabled in `conf/config.yaml` under `hydra.callbacks`. No JAX: it runs in Hydra'
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweeper import summary
 
@@ -36,21 +37,58 @@ def count_jobs(config: DictConfig) -> int | None:
     return sum(len(batch) for batch in batches)
 
 
+def configure_parallel_workers(config: DictConfig) -> dict[str, str]:
+    """Environment for a launcher that runs jobs side by side in fresh processes (joblib/loky, submitit).
+
+    Set in Hydra's process before the workers start, so every worker's JAX sees it: thread limits so
+    that N workers share the cores instead of each starting one thread per core, and GPU memory
+    allocated on demand, so that several jobs fit on one GPU.
+    """
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    if "joblib" not in launcher.lower():
+        return {}
+    n_jobs = int(config.hydra.launcher.get("n_jobs") or -1)
+    cores = os.cpu_count() or 1
+    workers = cores if n_jobs < 1 else min(n_jobs, cores)
+    threads = max(1, cores // workers)
+    env = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / workers:.2f}"
+    if threads == 1:  # one core per worker: XLA's own matmul threads would only fight each other
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_cpu_multi_thread_eigen" not in flags:
+            env["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    for name, value in env.items():
+        os.environ.setdefault(name, value)
+    log.info("parallel workers: %d, %d thread(s) each", workers, threads)
+    return env
+
+
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 class SweepCallback(Callback):
-    """Logs sweep progress per job and writes the summary when the multirun ends."""
+    """Logs sweep progress per job and writes the summary when the multirun ends.
+
+    Progress is counted from the job folders' metrics.json files, not from this object's memory: with
+    the joblib or submitit launchers each job runs in another process, holding its own copy of it.
+    """
 
     def __init__(self) -> None:
-        self.started: float | None = None
+        self.started: float | None = None  # wall clock (time.time): comparable across processes
         self.total: int | None = None
-        self.finished = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started, self.finished = time.monotonic(), 0
+        self.started = time.time()
+        configure_parallel_workers(config)
+        record = Path(config.hydra.sweep.dir) / "multirun.yaml"
+        if (
+            not record.exists()
+        ):  # Hydra's basic sweeper writes it; Optuna's does not, and the summary needs it
+            record.parent.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(config, record)
         try:
             self.total = count_jobs(config)
         except Exception:  # an unusual sweeper: progress without a total is still progress
@@ -67,12 +105,13 @@ class SweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self.started is None:
             return
-        self.finished += 1
-        elapsed = time.monotonic() - self.started
+        results = [p.stat().st_mtime for p in Path(config.hydra.sweep.dir).glob(f"*/{summary.METRICS_FILE}")]
+        done_now = sum(mtime >= self.started for mtime in results)  # this attempt's, not a resumed sweep's
+        elapsed = time.time() - self.started
         left = ""
-        if self.total:
-            remaining = max(self.total - self.finished, 0)
-            left = f", about {_duration(elapsed / self.finished * remaining)} left"
+        if self.total and done_now:
+            remaining = max(self.total - len(results), 0)
+            left = f", about {_duration(elapsed / done_now * remaining)} left"
         status = "done" if job_return.status == JobStatus.COMPLETED else "FAILED"
         log.info("%s %s, %s elapsed%s", self._position(config), status, _duration(elapsed), left)
 

@@ -142,6 +142,12 @@ def sweep_domains(sweep_dir: Path) -> dict[str, list | tuple]:
     return domains
 
 
+def _short(value: str) -> str:
+    """A swept value for the table: long floats (Optuna's) cut to 4 significant digits."""
+    number = _number(value)
+    return f"{number:.4g}" if number is not None and not float(number).is_integer() else value
+
+
 def _fmt(mean: float | None, std: float | None, digits: int = 4) -> str:
     if mean is None:
         return "–"
@@ -198,7 +204,7 @@ def markdown(rows: list[Row], keys: list[str], top: int | None = None) -> str:
     for rank, row in enumerate(rows[:top], 1):
         cells = [
             str(rank),
-            *(row.params.get(k, "") for k in keys),
+            *(_short(row.params.get(k, "")) for k in keys),
             str(len(row.jobs)),
             _fmt(row.mean("val_accuracy"), row.std("val_accuracy")),
             _fmt(row.mean("test_accuracy"), row.std("test_accuracy")),

@@ -348,9 +348,13 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
         metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
         metrics["objective"] = objective(metrics)
         steps_run = step - start
-        metrics["timings"] = {"data_s": round(data_s, 3), "compile_s": round(segment.compile_s, 3),
-                              "first_step_s": round(first_step_s or 0.0, 3), "train_s": round(train_s, 3),
-                              "steps_per_s": round(steps_run / train_s, 1) if train_s > 0 else None}
+        metrics["timings"] = {
+            "data_s": round(data_s, 3),
+            "compile_s": round(segment.compile_s, 3),
+            "first_step_s": round(first_step_s or 0.0, 3),
+            "train_s": round(train_s, 3),
+            "steps_per_s": round(steps_run / train_s, 1) if train_s > 0 else None,
+        }
         # Final val/test accuracies end their curves: HParams shows each tag's last value.
         writer.scalars(step, {k: metrics[k] for k in ("val_accuracy", "test_accuracy")})
         writer.hparams(hparams, success=status == "ok")
@@ -359,8 +363,15 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
     write_metrics(workdir, metrics)
     if metrics["test_accuracy"] is not None:
         log.info("test accuracy %.4f", metrics["test_accuracy"])
-    log.info("status %s, total time %.1f s (data %.1f s, compile %.1f s, %d steps in %.1f s)", status,
-             metrics["wall_time_s"], data_s, segment.compile_s, step - start, train_s)
+    log.info(
+        "status %s, total time %.1f s (data %.1f s, compile %.1f s, %d steps in %.1f s)",
+        status,
+        metrics["wall_time_s"],
+        data_s,
+        segment.compile_s,
+        step - start,
+        train_s,
+    )
     return metrics
 
 

@@ -42,8 +42,12 @@ class RunWriter:
     def histograms(self, step: int, values: dict[str, Any]) -> None:
         for tag, value in values.items():
             array = np.asarray(value, dtype=np.float32)
-            if np.isfinite(array).all():
-                self._writer.add_histogram(tag, array, step)
+            if not np.isfinite(array).all():
+                continue
+            # TensorBoard's exponential buckets end near 1e20: a run blowing up (finite, not yet NaN)
+            # would leave them all empty, and tensorboardX then raises; 64 even bins still work.
+            bins = "tensorflow" if np.abs(array).max(initial=0.0) < 1e12 else 64
+            self._writer.add_histogram(tag, array, step, bins=bins)
 
     def hparams(self, hparams: dict[str, Any], success: bool) -> None:
         """Record this run as an HParams session in its own folder.

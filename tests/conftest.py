@@ -39,10 +39,10 @@ def results(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "timings")}
 
 
-def compose_config(*overrides: str):
+def compose_config(*overrides: str, return_hydra: bool = False):
     """The real `conf/config.yaml` with overrides, as `python run.py ...` would see it."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra)
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from sweeper import checkpoint, train
+from sweeper.writer import RunWriter
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +117,13 @@ def test_other_optimizers_train(tmp_path, optimizer):
         compose_config(*FAST, f"optimizer={optimizer}", f"lr={lr}", "histograms=false"), tmp_path
     )
     assert metrics["status"] == "ok" and metrics["val_accuracy"] > 0.25  # chance is 0.1
+
+
+def test_histograms_of_a_run_blowing_up_do_not_crash_it(tmp_path):
+    writer = RunWriter(tmp_path)
+    writer.histograms(1, {"huge": np.array([1e22, -3e21, 5.0], np.float32), "nan": np.array([np.nan, 1.0])})
+    writer.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    events.Reload()
+    assert events.Tags()["histograms"] == ["huge"]  # NaN arrays are skipped, huge ones still recorded
+    assert events.Histograms("huge")[0].histogram_value.max == pytest.approx(1e22, rel=1e-6)
