@@ -10,19 +10,31 @@ NUM_CLASSES = 10
 IMAGE_SIZE = 3072
 
 
-def dense(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-    """A layer initialised as the article's: weights from TF1's `truncated_normal_initializer` with
-    stddev 1/sqrt(fan_in) (redrawn beyond 2 stddev, no variance correction), biases zero."""
-    init = jax.nn.initializers.truncated_normal(stddev=1.0 / fan_in**0.5, lower=-2.0, upper=2.0)
-    return nnx.Linear(fan_in, fan_out, kernel_init=init, bias_init=nnx.initializers.zeros, rngs=rngs)
+class Dense(nnx.Module):
+    """A fully connected layer initialised as the article's, with its kernel stored (out, in).
+
+    Weights come from TF1's `truncated_normal_initializer` with stddev 1/sqrt(fan_in) (redrawn beyond
+    2 stddev, no variance correction); biases are zero. The (out, in) layout is for speed: the weight
+    gradient is then dh^T @ x, with both operands in their natural layout. On XLA:CPU that made the
+    article's scanned training step about 1.3x faster (median 7.4 -> 5.6 ms) than nnx.Linear's
+    (in, out) kernel, whose gradient x^T @ dh runs XLA's dot at half speed (benchmarks/RESULTS.md).
+    """
+
+    def __init__(self, fan_in: int, fan_out: int, *, rngs: nnx.Rngs):
+        init = jax.nn.initializers.truncated_normal(stddev=1.0 / fan_in**0.5, lower=-2.0, upper=2.0)
+        self.kernel = nnx.Param(init(rngs.params(), (fan_out, fan_in)))
+        self.bias = nnx.Param(jnp.zeros((fan_out,)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x @ self.kernel[...].T + self.bias[...]
 
 
 class MLP(nnx.Module):
     """Two fully connected layers; weights truncated-normal with stddev 1/sqrt(fan_in), biases zero."""
 
     def __init__(self, hidden: int, *, rngs: nnx.Rngs):
-        self.hidden = dense(IMAGE_SIZE, hidden, rngs)
-        self.output = dense(hidden, NUM_CLASSES, rngs)
+        self.hidden = Dense(IMAGE_SIZE, hidden, rngs=rngs)
+        self.output = Dense(hidden, NUM_CLASSES, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.output(jax.nn.relu(self.hidden(x)))
@@ -37,6 +49,11 @@ def init_params(hidden: int, key: jax.Array) -> nnx.State:
     """Freshly initialised parameters (a pytree); call it under `jax.jit`: eagerly, every random op
     would compile on its own (seconds instead of a fraction of one)."""
     return nnx.state(MLP(hidden, rngs=nnx.Rngs(params=key)), nnx.Param)
+
+
+def hidden_size(pure_params: dict) -> int:
+    """The hidden width of a model from its parameters (a checkpoint's nested dict)."""
+    return int(pure_params["hidden"]["kernel"].shape[0])
 
 
 def weight_matrices(params: nnx.State) -> list[jax.Array]:

@@ -400,7 +400,7 @@ def evaluate_checkpoint(cfg: Any, path: str | Path) -> dict[str, Any]:
     """The article's `restore_model.py`: rebuild a checkpoint's model and report its test accuracy."""
     path = checkpoint.resolve(path)
     payload = checkpoint.load(path)
-    hidden = int(np.shape(payload["params"]["hidden"]["kernel"])[1])
+    hidden = model.hidden_size(payload["params"])
     graphdef, template = model.abstract(hidden)
     params = checkpoint.restore_params(payload, template, path)
     dataset = data.load(cfg.data)

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from google.protobuf.struct_pb2 import ListValue
-from tensorboardX import SummaryWriter
-from tensorboardX.proto.api_pb2 import (
-    DataType,
-    Experiment,
-    HParamInfo,
-    Interval,
-    MetricInfo,
-    MetricName,
-    Status,
-)
-from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
-from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
-from tensorboardX.summary import hparams as hparams_summaries
 
 from sweeper.files import atomic_write
+
+# tensorboardX imports torch, when it is installed, only to accept torch tensors, which sweeper never
+# passes; that import alone cost 2 s of every run's start-up. Hide torch while tensorboardX loads.
+_torch_was_loaded = "torch" in sys.modules
+if not _torch_was_loaded:
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+try:
+    from tensorboardX import SummaryWriter
+    from tensorboardX.proto.api_pb2 import (
+        DataType,
+        Experiment,
+        HParamInfo,
+        Interval,
+        MetricInfo,
+        MetricName,
+        Status,
+    )
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboardX.summary import hparams as hparams_summaries
+finally:
+    if not _torch_was_loaded:
+        del sys.modules["torch"]
 
 METRICS_FILE = "metrics.json"
 

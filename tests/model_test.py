@@ -24,8 +24,8 @@ def test_shapes_and_forward():
     graphdef, params, _ = init(120, 0)
     pure = nnx.to_pure_dict(params)
     assert {k: {n: v.shape for n, v in layer.items()} for k, layer in pure.items()} == {
-        "hidden": {"kernel": (3072, 120), "bias": (120,)},
-        "output": {"kernel": (120, 10), "bias": (10,)},
+        "hidden": {"kernel": (120, 3072), "bias": (120,)},  # kernels are stored (out, in)
+        "output": {"kernel": (10, 120), "bias": (10,)},
     }
     logits = nnx.merge(graphdef, params)(jnp.ones((4, 3072)))
     assert logits.shape == (4, 10) and logits.dtype == jnp.float32
@@ -65,8 +65,8 @@ def test_loss_matches_a_hand_computation():
         k: {n: np.asarray(v, np.float64) for n, v in layer.items()}
         for k, layer in nnx.to_pure_dict(params).items()
     }
-    hidden = np.maximum(x @ p["hidden"]["kernel"] + p["hidden"]["bias"], 0)
-    z = hidden @ p["output"]["kernel"] + p["output"]["bias"]
+    hidden = np.maximum(x @ p["hidden"]["kernel"].T + p["hidden"]["bias"], 0)
+    z = hidden @ p["output"]["kernel"].T + p["output"]["bias"]
     log_softmax = (
         z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
     )
