@@ -34,7 +34,7 @@ summary:  ## rewrite summary.csv/.md/.png of the latest sweep (SWEEP=multirun/DA
 	@test -n "$(SWEEP)" || { echo "no sweeps yet: run 'make sweep' or set SWEEP=..."; exit 2; }
 	$(PYTHON) -m sweeper.summary "$(SWEEP)"
 
-test:  ## the test suite (no network, about a minute on 2 cores)
+test:  ## the test suite (no network, about 3 min on 2 cores)
 	$(PYTHON) -m pytest -q
 
 bench:  ## speed and memory against a plain PyTorch loop and the GEMM peak -> benchmarks/RESULTS.md (~15 min)

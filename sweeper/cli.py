@@ -81,13 +81,17 @@ def _run(cfg: Any, workdir: Path) -> float:
 
 
 def one_line(error: BaseException | None) -> str:
-    """The first line of an error and of each error that caused it, joined: Hydra's are multi-line."""
+    """An error as one line. Hydra/OmegaConf spread theirs over several lines and a chain of causes
+    (`Could not override 'x'` caused by `Key 'x' not in 'Config'`), so those first lines are joined;
+    sweeper's own errors already say everything in their first line."""
     parts: list[str] = []
     while error is not None:
         text = str(error).strip()
         first = text.splitlines()[0].rstrip(".") if text else type(error).__name__
         if first not in parts:
             parts.append(first)
+        if not isinstance(error, HydraException | OmegaConfBaseException):
+            break
         error = error.__cause__
     return ": ".join(parts)
 

@@ -111,3 +111,18 @@ def test_cli_help_lists_keys_and_groups():
         "python run.py -m",
     ):
         assert needle in result.stdout
+
+
+def test_offline_without_data_is_one_line_naming_where_to_put_it(tmp_path):
+    env_root = tmp_path / "cache"
+    result = run_cli(
+        "data.url=http://127.0.0.1:9/cifar-10-python.tar.gz",
+        f"data.root={env_root}",
+        f"hydra.run.dir={tmp_path}/run",
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: could not download CIFAR-10") and line.endswith(
+        "or point data.root at either"
+    )
+    assert f"{env_root}/cifar-10-batches-py" in line
