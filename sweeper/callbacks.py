@@ -29,11 +29,8 @@ def count_jobs(config: DictConfig) -> int | None:
     if "BasicSweeper" not in str(sweeper_cfg.get("_target_", "")):
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = [f"{k}={v}" for k, v in (sweeper_cfg.get("params") or {}).items()]
-    params += [str(o) for o in config.hydra.overrides.task]
-    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    batches = BasicSweeper.split_arguments(summary.sweep_overrides(config.hydra), None)
     return sum(len(batch) for batch in batches)
 
 

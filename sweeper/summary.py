@@ -119,18 +119,22 @@ def swept_keys(jobs: list[Job], declared: list[str] | tuple[str, ...] = ()) -> l
     return list(dict.fromkeys(keys))
 
 
+def sweep_overrides(hydra_cfg: Any) -> list:
+    """The sweep as Hydra's sweepers see it: `hydra.sweeper.params` then the command line, parsed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
+    params += [str(o) for o in hydra_cfg.overrides.task]
+    return OverridesParser.create().parse_overrides(params)
+
+
 def sweep_domains(sweep_dir: Path) -> dict[str, list | tuple]:
     """What `multirun.yaml` declares as swept: key -> list of values, or (low, high) for an interval."""
     path = Path(sweep_dir) / "multirun.yaml"
     if not path.is_file():
         return {}
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    hydra_cfg = OmegaConf.load(path).hydra
-    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-    params += [str(o) for o in hydra_cfg.overrides.task]
     domains: dict[str, list | tuple] = {}
-    for override in OverridesParser.create().parse_overrides(params):
+    for override in sweep_overrides(OmegaConf.load(path).hydra):
         key = override.get_key_element().lstrip("+~")
         if key in NOT_HYPERPARAMETERS or not override.is_sweep_override():
             continue
