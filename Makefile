@@ -37,7 +37,7 @@ summary:  ## rewrite summary.csv/.md/.png of the latest sweep (SWEEP=multirun/DA
 test:  ## the test suite (no network, about 3 min on 2 cores)
 	$(PYTHON) -m pytest -q
 
-bench:  ## speed and memory against a plain PyTorch loop and the GEMM peak -> benchmarks/RESULTS.md (~15 min)
+bench:  ## speed and memory against a plain PyTorch loop and the GEMM peak -> benchmarks/RESULTS.md (~10 min)
 	$(PYTHON) -m pip install -q -e '.[bench]'
 	$(PYTHON) benchmarks/bench.py $(ARGS)
 

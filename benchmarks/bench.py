@@ -1,6 +1,6 @@
 """`make bench`: sweeper's default run against a plain PyTorch loop and the machine's fp32 GEMM peak.
 
-    python benchmarks/bench.py                 # 3 alternating repetitions + the 27-config sweep (~15 min)
+    python benchmarks/bench.py                 # 3 alternating repetitions + the 27-config sweep (~10 min)
     python benchmarks/bench.py --quick         # fewer steps and configs: checks the harness in < 1 min
     python benchmarks/bench.py --data-root /tmp/c10   # real CIFAR-10 instead of random CIFAR-shaped data
 
