@@ -80,10 +80,9 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
         configure_parallel_workers(config)
+        # Hydra's basic sweeper writes multirun.yaml; Optuna's does not, and the summary needs it.
         record = Path(config.hydra.sweep.dir) / "multirun.yaml"
-        if (
-            not record.exists()
-        ):  # Hydra's basic sweeper writes it; Optuna's does not, and the summary needs it
+        if not record.exists():
             record.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(config, record)
         try:

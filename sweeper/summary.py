@@ -135,7 +135,7 @@ def sweep_domains(sweep_dir: Path) -> dict[str, list | tuple]:
         return {}
     domains: dict[str, list | tuple] = {}
     for override in sweep_overrides(OmegaConf.load(path).hydra):
-        key = override.get_key_element().lstrip("+~")
+        key = override_key(override.get_key_element())
         if key in NOT_HYPERPARAMETERS or not override.is_sweep_override():
             continue
         if override.is_interval_sweep():
@@ -149,7 +149,7 @@ def sweep_domains(sweep_dir: Path) -> dict[str, list | tuple]:
 def _short(value: str) -> str:
     """A swept value for the table: long floats (Optuna's) cut to 4 significant digits."""
     number = _number(value)
-    return f"{number:.4g}" if number is not None and not float(number).is_integer() else value
+    return f"{number:.4g}" if number is not None and not number.is_integer() else value
 
 
 def _fmt(mean: float | None, std: float | None, digits: int = 4) -> str:

@@ -369,7 +369,7 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
         metrics["wall_time_s"],
         data_s,
         segment.compile_s,
-        step - start,
+        steps_run,
         train_s,
     )
     return metrics
