@@ -5,18 +5,23 @@ PORT ?= 6006
 C10 ?= /tmp/c10
 SEEDS ?= 1
 TRIALS ?= 20
+HALVING ?= false
 SWEEP ?= $(shell ls -dt multirun/*/* 2>/dev/null | head -1)
 comma := ,
 SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),seed=range(0$(comma)$(SEEDS)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke sweep sweep-optuna summary test bench bench-quick lint format tensorboard shared-data clean
+.PHONY: help install run smoke sweep sweep-fused sweep-optuna summary test bench bench-quick lint format tensorboard shared-data clean
 
 help:  ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
+# editable_mode=compat: Hydra finds plugins by listing the hydra_plugins folders, which setuptools'
+# default (strict) editable install hides; compat puts the checkout itself on the path.
+EDITABLE := --config-settings editable_mode=compat
+
 install:  ## pip install -e '.[dev]' into the active Python environment
-	$(PYTHON) -m pip install -e '.[dev]'
+	$(PYTHON) -m pip install -e '.[dev]' $(EDITABLE)
 
 run:  ## one run with the article's defaults (downloads CIFAR-10 once); ARGS="hidden=240 ..." to override
 	$(PYTHON) run.py $(ARGS)
@@ -26,6 +31,9 @@ smoke:  ## a 300-step run on generated data: no download, seconds
 
 sweep:  ## the article's tuning grid, 27 jobs (SEEDS=3 repeats each config; ARGS="data.root=..." adds overrides)
 	$(PYTHON) run.py -m sweep=article $(SEED_SWEEP) $(ARGS)
+
+sweep-fused:  ## the same grid trained as vmapped programs (hydra/launcher=fused); HALVING=true prunes as it goes
+	$(PYTHON) run.py -m sweep=article hydra/launcher=fused hydra.launcher.halving=$(HALVING) $(SEED_SWEEP) $(ARGS)
 
 sweep-optuna:  ## Bayesian search with Optuna (TRIALS=20); rerun with hydra.sweep.dir=... to continue a study
 	$(PYTHON) run.py -m sweep=optuna hydra.sweeper.n_trials=$(TRIALS) $(ARGS)
@@ -38,7 +46,7 @@ test:  ## the test suite (no network, about 3 min on 2 cores)
 	$(PYTHON) -m pytest -q
 
 bench:  ## speed and memory against a plain PyTorch loop and the GEMM peak -> benchmarks/RESULTS.md (~10 min)
-	$(PYTHON) -m pip install -q -e '.[bench]'
+	$(PYTHON) -m pip install -q -e '.[bench]' $(EDITABLE)
 	$(PYTHON) benchmarks/bench.py $(ARGS)
 
 bench-quick:  ## the benchmark harness in under a minute (nothing written)

@@ -1,7 +1,9 @@
-"""`make bench`: sweeper's default run against a plain PyTorch loop and the machine's fp32 GEMM peak.
+"""`make bench`: sweeper's default run against a plain PyTorch loop and the machine's fp32 GEMM peak,
+then the 27-config sweep with Hydra's basic launcher and with the fused launcher (both width modes).
 
-    python benchmarks/bench.py                 # 3 alternating repetitions + the 27-config sweep (~10 min)
-    python benchmarks/bench.py --quick         # fewer steps and configs: checks the harness in < 1 min
+    python benchmarks/bench.py                 # 3 alternating repetitions + the three sweeps (~35 min)
+    python benchmarks/bench.py --sweeps-only   # only the sweeps
+    python benchmarks/bench.py --quick         # fewer steps and configs: checks the harness in ~2 min
     python benchmarks/bench.py --data-root /tmp/c10   # real CIFAR-10 instead of random CIFAR-shaped data
 
 Each contender runs in a fresh process, alternating, with the data already on disk in the official
@@ -148,12 +150,24 @@ def run_torch(data_root: Path, steps: int) -> dict:
     )
 
 
-def run_sweep(data_root: Path, steps: int, grid: list[str], sweep_dir: Path, cache: Path) -> float:
-    """Wall time of a basic-launcher sweep, from the command's start to its end."""
+# The sweep's launchers: Hydra's basic one (a job at a time), and the fused one with each way of
+# handling different widths (a program per width, or one program padded to the widest).
+LAUNCHERS = {
+    "basic": [],
+    "fused, a program per width": ["hydra/launcher=fused", "hydra.launcher.hidden=group"],
+    "fused, widths padded": ["hydra/launcher=fused", "hydra.launcher.hidden=pad"],
+}
+
+
+def run_sweep(
+    data_root: Path, steps: int, grid: list[str], sweep_dir: Path, cache: Path, launcher: list[str]
+) -> float:
+    """Wall time of a sweep, from the command's start to its end."""
     command = [
         sys.executable,
         str(ROOT / "run.py"),
         "-m",
+        *launcher,
         *grid,
         f"data.root={data_root}",
         "data.val_size=0",
@@ -184,11 +198,14 @@ def main() -> None:
         "--data-root", type=Path, help="a CIFAR-10 folder (default: random data of its shape)"
     )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
-    parser.add_argument("--no-sweep", action="store_true", help="skip the 27-config sweep")
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the 27-config sweeps")
+    parser.add_argument("--sweeps-only", action="store_true", help="only the 27-config sweeps")
+    parser.add_argument(
+        "--out", type=Path, help="the table's file (default: RESULTS.md, not with --quick/--sweeps-only)"
+    )
     args = parser.parse_args()
     steps, reps = (200, 1) if args.quick else (2000, args.reps)
-    grid = ["hidden=60,120", "lr=0.001", "reg=0.1"] if args.quick else SWEEP_GRID
+    grid = ["hidden=60,120", "lr=0.001,0.002", "reg=0.1"] if args.quick else SWEEP_GRID
     has_torch = not args.no_torch and shutil.which(sys.executable) and _importable("torch")
 
     scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-"))
@@ -196,13 +213,13 @@ def main() -> None:
         data_root = args.data_root or write_fake_cifar(scratch / "data")
         info = machine_info()
         print(f"machine: {info['cpu']}, {info['cores']} cores; data: {data_root}", flush=True)
-        peak = gemm_peak(reps)
+        peak = gemm_peak(1 if args.sweeps_only else reps)
         print("GEMM GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()), flush=True)
 
         ours: list[dict] = []
         warm: list[dict] = []
         theirs: list[dict] = []
-        for rep in range(reps):
+        for rep in range(0 if args.sweeps_only else reps):
             contenders = ["sweeper", "torch"] if has_torch else ["sweeper"]
             for contender in contenders if rep % 2 == 0 else contenders[::-1]:  # alternate who goes first
                 if contender == "sweeper":
@@ -217,16 +234,21 @@ def main() -> None:
                 flush=True,
             )
 
-        sweep_s = None
-        if not args.no_sweep:
-            sweep_s = run_sweep(data_root, steps, grid, scratch / "sweep", scratch / "sweep-cache")
-            print(f"sweep of {_count(grid)} configs: {sweep_s:.1f} s", flush=True)
+        sweep_s: dict[str, float] = {}
+        for i, (name, launcher) in enumerate(LAUNCHERS.items()):
+            if args.no_sweep:
+                break
+            # Each sweep starts from a cold compile cache, as a first sweep on a machine does.
+            cache = scratch / f"sweep-cache{i}"
+            sweep_s[name] = run_sweep(data_root, steps, grid, scratch / f"sweep{i}", cache, launcher)
+            print(f"sweep of {_count(grid)} configs, {name} launcher: {sweep_s[name]:.1f} s", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     report = render(info, peak, ours, warm, theirs, sweep_s, grid, steps, args)
-    if not args.quick:
-        args.out.write_text(report)
+    out = args.out or (None if args.quick or args.sweeps_only else HERE / "RESULTS.md")
+    if out:
+        out.write_text(report)
     print(report)
 
 
@@ -265,12 +287,29 @@ def render(info, peak, ours, warm, theirs, sweep_s, grid, steps, args) -> str:
         f"Peak used below: {best_peak:.0f} GFLOP/s (the best of these). One training step is "
         f"{flops / 1e9:.3f} GFLOP (forward + weight gradients), {steps} steps "
         f"{flops * steps / 1e12:.2f} TFLOP.",
-        "",
-        "## Single run",
-        "",
-        "| | sweeper | PyTorch loop |",
-        "|---|---|---|",
     ]
+    if ours:
+        lines += single_run_table(ours, warm, theirs, flops, best_peak)
+    if sweep_s:
+        basic = sweep_s.get("basic")
+        lines += [
+            "",
+            "## Sweep",
+            "",
+            f"`python run.py -m {' '.join(grid)} [launcher]` ({_count(grid)} configs, {steps} steps each, "
+            "cold compile cache), wall time from the command's start to its end:",
+            "",
+            "| launcher | wall (s) | per config (s) | vs basic |",
+            "|---|---|---|---|",
+        ]
+        for name, seconds in sweep_s.items():
+            ratio = f"{seconds / basic:.2f}×" if basic else "–"
+            lines.append(f"| {name} | {seconds:.1f} | {seconds / _count(grid):.1f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def single_run_table(ours, warm, theirs, flops, best_peak) -> list[str]:
+    lines = ["", "## Single run", "", "| | sweeper | PyTorch loop |", "|---|---|---|"]
 
     def col(rows: list[dict], key: str, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
         return spread([r[key] * scale for r in rows], fmt) if rows and rows[0].get(key) is not None else "–"
@@ -296,16 +335,7 @@ def render(info, peak, ours, warm, theirs, sweep_s, grid, steps, args) -> str:
     if ours and theirs:
         ratio = [o["steps_per_s"] / t["steps_per_s"] for o, t in zip(ours, theirs, strict=True)]
         lines += ["", f"Throughput sweeper / PyTorch: {spread(ratio)}×."]
-    if sweep_s is not None:
-        lines += [
-            "",
-            "## Sweep",
-            "",
-            f"`python run.py -m {' '.join(grid)}` ({_count(grid)} configs, {steps} steps "
-            f"each, Hydra's basic launcher, one process, cold compile cache): **{sweep_s:.1f} s** wall, "
-            f"{sweep_s / _count(grid):.1f} s per config.",
-        ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from sweeper.data import DataError
 log = logging.getLogger(__name__)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input; anything else is a bug and keeps its traceback."""
     from sweeper.checkpoint import CheckpointError  # imports JAX: only once an error is being handled
 
@@ -42,7 +42,7 @@ def run(cfg: Any) -> float:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             return _run(cfg, workdir)
-        except _user_errors() as error:
+        except user_errors() as error:
             exit_with(error)
     if (done := finished_metrics(workdir)) is not None:
         log.info("finished in an earlier attempt (status %s): skipped", done["status"])
@@ -61,12 +61,19 @@ def run(cfg: Any) -> float:
 
 
 def finished_metrics(workdir: Path) -> dict | None:
-    """metrics.json of a job that already ended with a result (ok or diverged), else None."""
-    path = workdir / "metrics.json"
+    """metrics.json of a job that already ended with a result (ok, diverged or pruned), else None."""
+    path = Path(workdir) / "metrics.json"
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    return metrics if metrics.get("status") in ("ok", "diverged") else None
+    return metrics if metrics.get("status") in ("ok", "diverged", "pruned") else None
+
+
+def fusable(task_function: Callable) -> Callable:
+    """Mark a Hydra task function as equivalent to `run`, so that `hydra/launcher=fused` may train its
+    jobs in groups itself (sweeper.fused) instead of calling it once per job."""
+    task_function.sweeper_fusable = True
+    return task_function
 
 
 def _run(cfg: Any, workdir: Path) -> float:
@@ -110,5 +117,5 @@ def main(hydra_main: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise instead of printing a multi-line report
     try:
         hydra_main()
-    except _user_errors() as error:
+    except user_errors() as error:
         exit_with(error)

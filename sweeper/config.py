@@ -7,6 +7,7 @@ wrong type or an unknown key is refused by OmegaConf before anything runs. Impor
 from __future__ import annotations
 
 import enum
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,13 @@ NOT_HYPERPARAMETERS = (
     "checkpoint_every",
     "sweep",
 )
+
+
+# What the fused launcher batches inside one program (hidden only where it pads widths); configs equal
+# in every other key (optimizer, batch_size, max_steps, data, ...) can train together.
+FUSABLE_KEYS = ("lr", "reg", "seed", "hidden")
+# Per-job settings the fused launcher applies to each member itself.
+PER_JOB_KEYS = ("progress", "resume")
 
 
 class ConfigError(ValueError):
@@ -154,6 +162,13 @@ def job_name(task_overrides: Any) -> str:
     """
     keep = sorted(str(o).lstrip("+~") for o in task_overrides if override_key(o) not in NOT_HYPERPARAMETERS)
     return ",".join(keep).replace("/", "_") or "default"
+
+
+def fuse_key(cfg_dict: dict, *, pad_hidden: bool) -> str:
+    """Configs with the same key can train as one fused program: equal in everything but lr, reg,
+    seed and, where widths are padded, hidden."""
+    skip = set(FUSABLE_KEYS + PER_JOB_KEYS) - (set() if pad_hidden else {"hidden"})
+    return json.dumps({k: v for k, v in cfg_dict.items() if k not in skip}, sort_keys=True, default=str)
 
 
 def train_set_size(data_cfg: Any) -> int:

@@ -29,6 +29,8 @@ from sweeper.writer import METRICS_FILE, write_experiment
 SEED_KEY = "seed"
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "train_accuracy", "loss")
 FAILED = ("diverged", "crashed")
+# `pruned`: stopped early by successive halving (hydra/launcher=fused), with its metrics at that step.
+STATUSES = ("ok", "pruned", "diverged", "crashed", "unfinished")
 
 
 @dataclass
@@ -77,7 +79,8 @@ class Row:
         score = self.mean("val_accuracy")
         if score is None:
             score = self.mean("objective") if any(j.status == "ok" for j in self.jobs) else None
-        return (score is None, -(score or 0.0))
+        pruned = all(j.status == "pruned" for j in self.jobs)  # ranked below configs trained to the end
+        return (score is None, pruned, -(score or 0.0))
 
 
 def parse_params(overrides: list[str]) -> dict[str, str]:
@@ -251,6 +254,19 @@ def plot(path: Path, jobs: list[Job], keys: list[str]) -> None:
             ]
             if points:
                 ax.scatter(*zip(*points, strict=True), marker=marker, alpha=0.7, label=label)
+        pruned = [
+            (position[j.params.get(key, "")], j.metrics["val_accuracy"])
+            for j in jobs
+            if j.status == "pruned" and j.metrics.get("val_accuracy") is not None
+        ]
+        if pruned:
+            ax.scatter(
+                *zip(*pruned, strict=True),
+                marker="o",
+                facecolors="none",
+                edgecolors="grey",
+                label="pruned (val)",
+            )
         failed = [position[j.params.get(key, "")] for j in jobs if j.status in FAILED]
         if failed:
             ax.scatter(failed, [0.0] * len(failed), marker="x", color="red", label="diverged/crashed")
@@ -281,7 +297,7 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
     keys = swept_keys(jobs, list(domains))
     rows = group(jobs)
     columns = [k for k in keys if k != SEED_KEY]
-    counts = {s: sum(j.status == s for j in jobs) for s in ("ok", "diverged", "crashed", "unfinished")}
+    counts = {s: sum(j.status == s for j in jobs) for s in STATUSES}
     status_line = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     best = rows[0] if rows and rows[0].mean("objective") is not None else None
     text = [
@@ -293,6 +309,13 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
     ]
     if best:
         text += ["Best config:", "", "    " + command_for(best), ""]
+    if counts["pruned"]:
+        steps = sorted({j.metrics["steps"] for j in jobs if j.status == "pruned"})
+        text += [
+            f"{counts['pruned']} job(s) were pruned by successive halving at step(s) "
+            f"{', '.join(map(str, steps))}: their accuracies are from the step they stopped at.",
+            "",
+        ]
     crashed = [j for j in jobs if j.status == "crashed"]
     if crashed:
         text += (

@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,22 +49,47 @@ class DeviceData(NamedTuple):
     mean_image: jax.Array
 
 
+class DeviceSplits(NamedTuple):
+    """A dataset on the device: training data, and (images, labels) of the val and test splits."""
+
+    train: DeviceData
+    val: tuple[jax.Array, jax.Array]
+    test: tuple[jax.Array, jax.Array]
+
+
+def to_device(dataset: data.Dataset) -> DeviceSplits:
+    """Copy a loaded dataset to the default device, once per process."""
+    return DeviceSplits(
+        DeviceData(
+            jnp.asarray(dataset.train_images),
+            jnp.asarray(dataset.train_labels),
+            jnp.asarray(dataset.mean_image),
+        ),
+        (jnp.asarray(dataset.val_images), jnp.asarray(dataset.val_labels)),
+        (jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels)),
+    )
+
+
 def enable_compilation_cache(directory: str | Path) -> None:
     """Keep every compiled program in `directory`, so that later runs (each job of a sweep) reuse it."""
     jax.config.update("jax_compilation_cache_dir", str(Path(directory).expanduser()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small programs count too
 
 
+def optimizer_factory(opt: Any) -> Callable[..., optax.GradientTransformation]:
+    """`learning_rate -> optax optimizer` for the optimizer config `opt` (sgd, momentum or adam)."""
+    if opt.name == "sgd":
+        return lambda learning_rate: optax.sgd(learning_rate)
+    if opt.name == "momentum":
+        return lambda learning_rate: optax.sgd(learning_rate, momentum=opt.momentum, nesterov=opt.nesterov)
+    if opt.name == "adam":
+        return lambda learning_rate: optax.adam(learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+    raise config.ConfigError(f"optimizer.name must be sgd, momentum or adam, got {opt.name!r}")
+
+
 def make_optimizer(cfg: Any) -> optax.GradientTransformation:
     """The optax optimizer that `cfg.optimizer` names, at learning rate `cfg.lr`."""
-    opt = cfg.optimizer
-    if opt.name == "sgd":
-        return optax.sgd(cfg.lr)
-    if opt.name == "momentum":
-        return optax.sgd(cfg.lr, momentum=opt.momentum, nesterov=opt.nesterov)
-    if opt.name == "adam":
-        return optax.adam(cfg.lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
-    raise config.ConfigError(f"optimizer.name must be sgd, momentum or adam, got {opt.name!r}")
+    return optimizer_factory(cfg.optimizer)(cfg.lr)
 
 
 def preprocess(images: jax.Array, mean_image: jax.Array) -> jax.Array:
@@ -80,6 +106,28 @@ def loss_fn(
     return cross_entropy + reg * model.l2_penalty(params), logits
 
 
+def gradient_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    params: nnx.State,
+    opt_state: optax.OptState,
+    batch_idx: jax.Array,
+    data: DeviceData,
+    reg: float | jax.Array,
+    mask_updates: Callable[[Any], Any] | None = None,
+) -> tuple[nnx.State, optax.OptState, jax.Array, jax.Array]:
+    """One optimizer step on the batch `batch_idx`: (params, opt_state, loss, batch accuracy), the loss
+    and accuracy measured before the update. `mask_updates` may zero parts of the update."""
+    x = preprocess(data.images[batch_idx], data.mean_image)
+    labels = data.labels[batch_idx]
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, graphdef, x, labels, reg)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    if mask_updates is not None:
+        updates = mask_updates(updates)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, loss, jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
 def make_train_segment(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, reg: float):
     """A jitted `segment(state, data, batch_indices) -> (state, (losses, accuracies))`.
 
@@ -88,14 +136,9 @@ def make_train_segment(graphdef: nnx.GraphDef, optimizer: optax.GradientTransfor
     """
 
     def train_step(state: TrainState, batch_idx: jax.Array, data: DeviceData):
-        x = preprocess(data.images[batch_idx], data.mean_image)
-        labels = data.labels[batch_idx]
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, graphdef, x, labels, reg
+        params, opt_state, loss, accuracy = gradient_step(
+            graphdef, optimizer, state.params, state.opt_state, batch_idx, data, reg
         )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
         return TrainState(params, opt_state, state.step + 1), (loss, accuracy)
 
     def segment(state: TrainState, data: DeviceData, batch_indices: jax.Array):
@@ -105,18 +148,19 @@ def make_train_segment(graphdef: nnx.GraphDef, optimizer: optax.GradientTransfor
 
 
 class CompiledSegments:
-    """A jitted segment compiled ahead of time, once per segment length, so compile time is measured."""
+    """A jitted segment compiled ahead of time, once per set of argument shapes (segment length, group
+    size), so compile time is measured apart from training time."""
 
     def __init__(self, jitted: Any):
         self.jitted, self.programs, self.compile_s = jitted, {}, 0.0
 
-    def __call__(self, state: TrainState, data: DeviceData, batch_indices: np.ndarray):
-        length = len(batch_indices)
-        if length not in self.programs:
+    def __call__(self, *args: Any):
+        shapes = tuple(np.shape(leaf) for leaf in jax.tree.leaves(args))
+        if shapes not in self.programs:
             started = time.perf_counter()
-            self.programs[length] = self.jitted.lower(state, data, batch_indices).compile()
+            self.programs[shapes] = self.jitted.lower(*args).compile()
             self.compile_s += time.perf_counter() - started
-        return self.programs[length](state, data, batch_indices)
+        return self.programs[shapes](*args)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -129,11 +173,11 @@ def accuracy(
     graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
 ) -> float:
     """Fraction of `images` classified correctly."""
-    return int(_count_correct(graphdef, params, images, labels, mean_image)) / len(images)
+    return int(count_correct(graphdef, params, images, labels, mean_image)) / len(images)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _count_correct(
+def count_correct(
     graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
 ) -> jax.Array:
     """How many `images` are classified correctly, in chunks of EVAL_CHUNK inside one compiled loop.
@@ -213,14 +257,16 @@ def objective(metrics: dict[str, Any]) -> float:
     return float(value) if value is not None and math.isfinite(value) else 0.0
 
 
-def resume(ckpt_dir: Path, params: nnx.State, opt_state: Any, order: BatchOrder) -> tuple[Any, Any, int]:
+def resume(
+    ckpt_dir: Path, params: nnx.State, opt_state: Any, order: BatchOrder, logger: logging.Logger = log
+) -> tuple[Any, Any, int]:
     """(params, opt_state, step) from the latest checkpoint in `ckpt_dir`, or the given ones at step 0.
 
     Refuses a checkpoint whose model, optimizer or data order differs from the configured run's.
     """
     path = checkpoint.latest(ckpt_dir)
     if path is None:
-        log.info("no checkpoint to resume from in %s: starting at step 0", ckpt_dir)
+        logger.info("no checkpoint to resume from in %s: starting at step 0", ckpt_dir)
         return params, opt_state, 0
     payload = checkpoint.load(path)
     params = checkpoint.restore_params(payload, params, path)
@@ -232,11 +278,12 @@ def resume(ckpt_dir: Path, params: nnx.State, opt_state: Any, order: BatchOrder)
             f"{path} was written with another seed, batch_size or training set (data order "
             f"{saved_order}, config gives {expected}); resuming would not continue the same run"
         )
-    log.info("resumed from %s (step %d)", path, payload["step"])
+    logger.info("resumed from %s (step %d)", path, payload["step"])
     return params, opt_state, payload["step"]
 
 
-def _show_progress(cfg: Any) -> bool:
+def show_progress(cfg: Any) -> bool:
+    """Whether to draw a progress bar: `cfg.progress`, or when unset, whether stderr is a terminal."""
     return cfg.progress if cfg.progress is not None else sys.stderr.isatty()
 
 
@@ -247,7 +294,7 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
     workdir = Path(workdir)
     cfg_dict = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True, enum_to_str=True)
     hparams = config.hyperparameters(cfg_dict)
-    log.info("config: %s", " ".join(f"{k}={v}" for k, v in hparams.items()))
+    log_config(log, hparams)
 
     dataset = data.load(cfg.data)
     data_s = time.perf_counter() - started
@@ -266,11 +313,7 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
     if cfg.resume:
         params, opt_state, start = resume(ckpt_dir, params, opt_state, order)
 
-    train = DeviceData(
-        jnp.asarray(dataset.train_images), jnp.asarray(dataset.train_labels), jnp.asarray(dataset.mean_image)
-    )
-    val_images, val_labels = jnp.asarray(dataset.val_images), jnp.asarray(dataset.val_labels)
-    test_images, test_labels = jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels)
+    train, (val_images, val_labels), (test_images, test_labels) = to_device(dataset)
     state = TrainState(params, opt_state, np.int32(start))
     segment = make_train_segment(graphdef, optimizer, cfg.reg)
     has_val = len(val_images) > 0
@@ -284,7 +327,7 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
         with (
             logging_redirect_tqdm(),
             tqdm(
-                total=cfg.max_steps, initial=start, unit="step", disable=not _show_progress(cfg), leave=False
+                total=cfg.max_steps, initial=start, unit="step", disable=not show_progress(cfg), leave=False
             ) as bar,
         ):
             for stop in segment_ends(start, cfg):
@@ -296,7 +339,7 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
                         logits = predict(
                             graphdef, state.params, dataset.train_images[batch_indices[0]], train.mean_image
                         )
-                        writer.histograms(step, {"logits": logits, **_weights(state.params)})
+                        writer.histograms(step, {"logits": logits, **weight_tensors(state.params)})
                 segment_started, compile_before = time.perf_counter(), segment.compile_s
                 state, (losses, accuracies) = segment(state, train, batch_indices)
                 last_losses = np.asarray(losses)  # waits for the segment to finish
@@ -310,13 +353,7 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
                     writer.scalars(
                         step, {"loss": loss, "train_accuracy": train_accuracy, "val_accuracy": val_accuracy}
                     )
-                    log.info(
-                        "step %d  loss %.4f  train_accuracy %.4f%s",
-                        step,
-                        loss,
-                        train_accuracy,
-                        f"  val_accuracy {val_accuracy:.4f}" if has_val else "",
-                    )
+                    log_step(log, step, loss, train_accuracy, val_accuracy)
                 bar.update(stop - step)
                 step = stop
                 if not np.isfinite(last_losses).all():
@@ -335,65 +372,93 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
                     )
                     log.info("saved checkpoint %s", path)
 
-        metrics = _final_metrics(
-            status,
-            step,
-            last_losses,
-            evaluate,
-            train,
-            (val_images, val_labels),
-            (test_images, test_labels),
-            has_val,
-        )
+        accuracies = None
+        if status == "ok":
+            accuracies = (
+                evaluate(train.images, train.labels),
+                evaluate(val_images, val_labels) if has_val else None,
+                evaluate(test_images, test_labels),
+            )
+        metrics = final_metrics(status, step, last_losses, accuracies)
         metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
         metrics["objective"] = objective(metrics)
-        steps_run = step - start
-        metrics["timings"] = {
-            "data_s": round(data_s, 3),
-            "compile_s": round(segment.compile_s, 3),
-            "first_step_s": round(first_step_s or 0.0, 3),
-            "train_s": round(train_s, 3),
-            "steps_per_s": round(steps_run / train_s, 1) if train_s > 0 else None,
-        }
-        # Final val/test accuracies end their curves: HParams shows each tag's last value.
-        writer.scalars(step, {k: metrics[k] for k in ("val_accuracy", "test_accuracy")})
-        writer.hparams(hparams, success=status == "ok")
+        metrics["timings"] = timings(data_s, segment.compile_s, first_step_s, train_s, step - start)
+        finish(workdir, writer, hparams, metrics, log)
     finally:
         writer.close()
-    write_metrics(workdir, metrics)
-    if metrics["test_accuracy"] is not None:
-        log.info("test accuracy %.4f", metrics["test_accuracy"])
-    log.info(
-        "status %s, total time %.1f s (data %.1f s, compile %.1f s, %d steps in %.1f s)",
-        status,
-        metrics["wall_time_s"],
-        data_s,
-        segment.compile_s,
-        steps_run,
-        train_s,
-    )
     return metrics
 
 
-def _weights(params: nnx.State) -> dict[str, jax.Array]:
+def log_config(logger: logging.Logger, hparams: dict[str, Any]) -> None:
+    """The run's first log line: every hyperparameter."""
+    logger.info("config: %s", " ".join(f"{k}={v}" for k, v in hparams.items()))
+
+
+def log_step(
+    logger: logging.Logger, step: int, loss: float, train_accuracy: float, val_accuracy: float | None
+) -> None:
+    """One log point, in the article's words: the step's loss and batch accuracy, before its update."""
+    val = f"  val_accuracy {val_accuracy:.4f}" if val_accuracy is not None else ""
+    logger.info("step %d  loss %.4f  train_accuracy %.4f%s", step, loss, train_accuracy, val)
+
+
+def weight_tensors(params: nnx.State) -> dict[str, jax.Array]:
+    """The parameters by TensorBoard tag (`weights/hidden/kernel`, ...), for histograms."""
     pure = nnx.to_pure_dict(params)
     return {
         f"weights/{layer}/{name}": value for layer, leaves in pure.items() for name, value in leaves.items()
     }
 
 
-def _final_metrics(status, step, last_losses, evaluate, train, val, test, has_val) -> dict[str, Any]:
-    """metrics.json content: accuracies are null when the run diverged (its parameters are NaN)."""
-    ok = status == "ok"
+def final_metrics(
+    status: str, step: int, last_losses: np.ndarray | None, accuracies: tuple | None
+) -> dict[str, Any]:
+    """metrics.json content. `accuracies` is (train, val, test), None when the run diverged (its
+    parameters are not finite), val None without a validation split."""
     loss = float(np.mean(last_losses)) if last_losses is not None else None
+    train_accuracy, val_accuracy, test_accuracy = accuracies or (None, None, None)
     return {
         "status": status,
         "steps": step,
         "loss": loss if loss is not None and math.isfinite(loss) else None,
-        "train_accuracy": evaluate(train.images, train.labels) if ok else None,
-        "val_accuracy": evaluate(*val) if ok and has_val else None,
-        "test_accuracy": evaluate(*test) if ok else None,
+        "train_accuracy": train_accuracy,
+        "val_accuracy": val_accuracy,
+        "test_accuracy": test_accuracy,
     }
+
+
+def timings(data_s: float, compile_s: float, first_step_s: float | None, train_s: float, steps: int) -> dict:
+    """Where a run's time went (metrics.json `timings`); `steps` is how many ran in `train_s`."""
+    return {
+        "data_s": round(data_s, 3),
+        "compile_s": round(compile_s, 3),
+        "first_step_s": round(first_step_s or 0.0, 3),
+        "train_s": round(train_s, 3),
+        "steps_run": steps,
+        "steps_per_s": round(steps / train_s, 1) if train_s > 0 else None,
+    }
+
+
+def finish(
+    workdir: Path, writer: RunWriter, hparams: dict, metrics: dict[str, Any], logger: logging.Logger
+) -> None:
+    """Close a run's record: final val/test scalars (HParams shows each tag's last value), its HParams
+    session with its status, metrics.json, and the closing log lines."""
+    writer.scalars(metrics["steps"], {k: metrics[k] for k in ("val_accuracy", "test_accuracy")})
+    writer.hparams(hparams, status=metrics["status"])
+    write_metrics(workdir, metrics)
+    if metrics["test_accuracy"] is not None:
+        logger.info("test accuracy %.4f", metrics["test_accuracy"])
+    t = metrics["timings"]
+    logger.info(
+        "status %s, total time %.1f s (data %.1f s, compile %.1f s, %d steps in %.1f s)",
+        metrics["status"],
+        metrics["wall_time_s"],
+        t["data_s"],
+        t["compile_s"],
+        t["steps_run"],
+        t["train_s"],
+    )
 
 
 def evaluate_checkpoint(cfg: Any, path: str | Path) -> dict[str, Any]:

@@ -36,6 +36,9 @@ finally:
         del sys.modules["torch"]
 
 METRICS_FILE = "metrics.json"
+# A run's status (metrics.json) as an HParams session status. TensorBoard has no "stopped early": a run
+# pruned by successive halving is neither a success nor a failure, so it is shown as unknown.
+SESSION_STATUS = {"ok": "STATUS_SUCCESS", "pruned": "STATUS_UNKNOWN"}
 
 
 class RunWriter:
@@ -60,7 +63,7 @@ class RunWriter:
             bins = "tensorflow" if np.abs(array).max(initial=0.0) < 1e12 else 64
             self._writer.add_histogram(tag, array, step, bins=bins)
 
-    def hparams(self, hparams: dict[str, Any], success: bool) -> None:
+    def hparams(self, hparams: dict[str, Any], status: str) -> None:
         """Record this run as an HParams session in its own folder.
 
         The metric values come from the scalars already written here. tensorboardX's `add_hparams`
@@ -69,8 +72,10 @@ class RunWriter:
         written: TensorBoard would take the first one it found as the whole sweep's experiment.
         """
         _, session_start, _ = hparams_summaries(hparams, {})
-        status = Status.Value("STATUS_SUCCESS" if success else "STATUS_FAILURE")
-        session_end = _hparams_summary("session_end_info", session_end_info=SessionEndInfo(status=status))
+        session_status = Status.Value(SESSION_STATUS.get(status, "STATUS_FAILURE"))
+        session_end = _hparams_summary(
+            "session_end_info", session_end_info=SessionEndInfo(status=session_status)
+        )
         file_writer = self._writer._get_file_writer()
         file_writer.add_summary(session_start)
         file_writer.add_summary(session_end)
@@ -90,7 +95,7 @@ def record_crash(workdir: Path, hparams: dict[str, Any], error: str, wall_time_s
     """Leave a crashed sweep job's trace: metrics.json with its error, and a failed HParams session."""
     writer = RunWriter(Path(workdir) / "tb")
     try:
-        writer.hparams(hparams, success=False)
+        writer.hparams(hparams, status="crashed")
     finally:
         writer.close()
     write_metrics(

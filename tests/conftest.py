@@ -6,10 +6,12 @@ import gzip
 import hashlib
 import io
 import pickle
+import signal
 import struct
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,20 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.Comp
         text=True,
         timeout=timeout,
     )
+
+
+def kill_when(args: list[str], ready, timeout: float = 180) -> None:
+    """Start `python run.py ARGS` and SIGKILL it as soon as `ready()` is true (it must not end first)."""
+    command = [sys.executable, str(ROOT / "run.py"), *args]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None and time.monotonic() < deadline, (
+            "the run ended before it could be killed"
+        )
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 class _Py2StrPickler(pickle._Pickler):

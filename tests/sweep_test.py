@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, results, run_cli
+from conftest import FAST, ROOT, kill_when, results, run_cli
 
 from sweeper import checkpoint, summary
 
@@ -204,14 +203,10 @@ def test_rerun_after_sigkill_skips_finished_jobs_and_resumes_the_interrupted_one
     assert whole.returncode == 0, whole.stderr
 
     killed = tmp_path / "killed"
-    command = [sys.executable, str(ROOT / "run.py"), *args, f"hydra.sweep.dir={killed}"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while not list(killed.glob("*hidden=32*/checkpoints/step_200.pkl")):
-        assert process.poll() is None and time.monotonic() < deadline, "sweep ended before it could be killed"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when(
+        [*args, f"hydra.sweep.dir={killed}"],
+        lambda: list(killed.glob("*hidden=32*/checkpoints/step_200.pkl")),
+    )
     first = job_dir(killed, "hidden=16")
     second = job_dir(killed, "hidden=32")
     assert metrics_of(first)["status"] == "ok" and not (second / "metrics.json").exists()
