@@ -3,7 +3,7 @@ then the 27-config sweep with Hydra's basic launcher and with the fused launcher
 
     python benchmarks/bench.py                 # 3 alternating repetitions + the three sweeps (~35 min)
     python benchmarks/bench.py --sweeps-only   # only the sweeps
-    python benchmarks/bench.py --quick         # fewer steps and configs: checks the harness in ~2 min
+    python benchmarks/bench.py --quick         # fewer steps and configs: checks the harness in < 1 min
     python benchmarks/bench.py --data-root /tmp/c10   # real CIFAR-10 instead of random CIFAR-shaped data
 
 Each contender runs in a fresh process, alternating, with the data already on disk in the official
@@ -192,7 +192,7 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="200 steps, 1 repetition, a 2-config sweep")
+    parser.add_argument("--quick", action="store_true", help="200 steps, 1 repetition, 4-config sweeps")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
         "--data-root", type=Path, help="a CIFAR-10 folder (default: random data of its shape)"
