@@ -336,15 +336,16 @@ def _train_program(
         """Member j's part of a stacked host tree, at its own width."""
         return resize(jax.tree.map(lambda leaf: leaf[j], tree), m.cfg.hidden)
 
-    def finish(members: list[tuple[int, _Member]], status: str) -> None:
-        """Evaluate (unless diverged) and close these members' records."""
+    def finish(members: list[tuple[int, _Member]], status: str, val_acc: np.ndarray | None = None) -> None:
+        """Evaluate (unless diverged) and close these members' records; `val_acc`: already measured."""
         rows = np.asarray([j for j, _ in members])
         if status == "diverged":
             evaluated = [None] * len(members)
         else:
             params = _take(state.params, rows)
             train_acc = accuracies(params, (splits.train.images, splits.train.labels))
-            val_acc = accuracies(params, splits.val) if has_val else [None] * len(members)
+            if val_acc is None:
+                val_acc = accuracies(params, splits.val) if has_val else [None] * len(members)
             test_acc = accuracies(params, splits.test)
             evaluated = [
                 tuple(None if a is None else float(a) for a in t)
@@ -356,14 +357,15 @@ def _train_program(
             m.metrics["wall_time_s"] = round(elapsed / group_size, 3)  # its share of the group's time
             m.metrics["objective"] = train.objective(m.metrics)
             m.metrics["timings"] = {
-                **train.timings(data_s, segment.compile_s, first_step_s, train_s, step - start),
+                **train.timings(data_s, segment, started, step - start),
                 "fused_jobs": len(part),
                 "fused_wall_time_s": round(elapsed, 3),
             }
             train.finish(m.workdir, m.writer, m.hparams, m.metrics, m.log)
 
     training = list(enumerate(part))  # (row in the program's state, member)
-    step, train_s, first_step_s = start, 0.0, None
+    step = start
+    rung_val: dict[int, float] = {}  # val accuracy by id(member) at the rung just passed, reused below
     ends = sorted(set(train.segment_ends(start, cfg)) | {r for r in rungs if start < r < cfg.max_steps})
     with (
         logging_redirect_tqdm(),
@@ -377,7 +379,12 @@ def _train_program(
             batch_indices = batches[0] if shared else np.stack(batches, axis=1)
             logging_now = step % cfg.log_every == 0
             if logging_now:
-                val_accuracy = accuracies(state.params, splits.val) if has_val else [None] * len(training)
+                if rung_val:  # measured at this step for the cut: not again
+                    val_accuracy = [rung_val[id(m)] for _, m in training]
+                elif has_val:
+                    val_accuracy = accuracies(state.params, splits.val)
+                else:
+                    val_accuracy = [None] * len(training)
                 if cfg.histograms:
                     first_batches = np.stack([b[0] for b in batches])
                     logits = np.asarray(
@@ -393,15 +400,11 @@ def _train_program(
                     for j, m in training:
                         weights = train.weight_tensors(on_host(params, j, m))
                         m.writer.histograms(step, {"logits": logits[j], **weights})
-            segment_started, compile_before = time.perf_counter(), segment.compile_s
-            state, (losses, batch_accuracies) = segment(state, settings, splits.train, batch_indices)
-            losses = np.asarray(losses)  # (steps, members); waits for the segment
-            segment_s = time.perf_counter() - segment_started - (segment.compile_s - compile_before)
-            train_s += segment_s
-            if first_step_s is None:
-                first_step_s = time.perf_counter() - started - segment_s * (stop - step - 1) / (stop - step)
+            rung_val = {}
+            state, (losses, batch_accuracies) = segment(  # (steps, members) each
+                state, settings, splits.train, batch_indices, steps=stop - step
+            )
             if logging_now:
-                batch_accuracies = np.asarray(batch_accuracies)
                 for j, m in training:
                     val = None if val_accuracy[j] is None else float(val_accuracy[j])
                     scalars = {"loss": float(losses[0, j]), "train_accuracy": float(batch_accuracies[0, j])}
@@ -457,7 +460,8 @@ def _train_program(
                 log.info(
                     "rung at step %d: %d of %d jobs go on, %d pruned", step, keep, len(live), len(pruned)
                 )
-                finish(pruned, "pruned")
+                finish(pruned, "pruned", val_now[sorted(order[keep:])])
+                rung_val = {id(m): float(v) for (_, m), v in zip(live, val_now, strict=True)}
             still = [(j, m) for j, m in training if m.metrics is None]
             if not still:
                 break

@@ -149,18 +149,27 @@ def make_train_segment(graphdef: nnx.GraphDef, optimizer: optax.GradientTransfor
 
 class CompiledSegments:
     """A jitted segment compiled ahead of time, once per set of argument shapes (segment length, group
-    size), so compile time is measured apart from training time."""
+    size), and timed: compile time apart from training time, and when the first step ended."""
 
     def __init__(self, jitted: Any):
-        self.jitted, self.programs, self.compile_s = jitted, {}, 0.0
+        self.jitted, self.programs = jitted, {}
+        self.compile_s = self.train_s = 0.0
+        self.first_step_done: float | None = None  # time.perf_counter() at the end of the first step
 
-    def __call__(self, *args: Any):
+    def __call__(self, *args: Any, steps: int) -> tuple[Any, Any]:
+        """Run one segment of `steps` steps and wait for it: (state, outputs as numpy)."""
+        started, compile_before = time.perf_counter(), self.compile_s
         shapes = tuple(np.shape(leaf) for leaf in jax.tree.leaves(args))
         if shapes not in self.programs:
-            started = time.perf_counter()
             self.programs[shapes] = self.jitted.lower(*args).compile()
             self.compile_s += time.perf_counter() - started
-        return self.programs[shapes](*args)
+        state, outputs = self.programs[shapes](*args)
+        outputs = jax.device_get(outputs)  # waits for the segment to finish
+        segment_s = time.perf_counter() - started - (self.compile_s - compile_before)
+        self.train_s += segment_s
+        if self.first_step_done is None:  # start-up ends with the first step, not the whole segment
+            self.first_step_done = time.perf_counter() - segment_s * (steps - 1) / steps
+        return state, outputs
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -322,7 +331,7 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
         return accuracy(graphdef, state.params, images, labels, train.mean_image)
 
     writer = RunWriter(workdir / "tb", purge_step=start)
-    status, step, last_losses, train_s, first_step_s = "ok", start, None, 0.0, None
+    status, step, last_losses = "ok", start, None
     try:
         with (
             logging_redirect_tqdm(),
@@ -340,16 +349,9 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
                             graphdef, state.params, dataset.train_images[batch_indices[0]], train.mean_image
                         )
                         writer.histograms(step, {"logits": logits, **weight_tensors(state.params)})
-                segment_started, compile_before = time.perf_counter(), segment.compile_s
-                state, (losses, accuracies) = segment(state, train, batch_indices)
-                last_losses = np.asarray(losses)  # waits for the segment to finish
-                segment_s = time.perf_counter() - segment_started - (segment.compile_s - compile_before)
-                train_s += segment_s
-                if first_step_s is None:  # start-up: everything up to the end of the first step
-                    later_steps_s = segment_s * (stop - step - 1) / (stop - step)
-                    first_step_s = time.perf_counter() - started - later_steps_s
+                state, (last_losses, accuracies) = segment(state, train, batch_indices, steps=stop - step)
                 if logging_now:
-                    loss, train_accuracy = float(last_losses[0]), float(np.asarray(accuracies)[0])
+                    loss, train_accuracy = float(last_losses[0]), float(accuracies[0])
                     writer.scalars(
                         step, {"loss": loss, "train_accuracy": train_accuracy, "val_accuracy": val_accuracy}
                     )
@@ -382,7 +384,7 @@ def train_and_evaluate(cfg: DictConfig | Any, workdir: str | Path) -> dict[str, 
         metrics = final_metrics(status, step, last_losses, accuracies)
         metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
         metrics["objective"] = objective(metrics)
-        metrics["timings"] = timings(data_s, segment.compile_s, first_step_s, train_s, step - start)
+        metrics["timings"] = timings(data_s, segment, started, step - start)
         finish(workdir, writer, hparams, metrics, log)
     finally:
         writer.close()
@@ -427,15 +429,17 @@ def final_metrics(
     }
 
 
-def timings(data_s: float, compile_s: float, first_step_s: float | None, train_s: float, steps: int) -> dict:
-    """Where a run's time went (metrics.json `timings`); `steps` is how many ran in `train_s`."""
+def timings(data_s: float, segment: CompiledSegments, started: float, steps: int) -> dict:
+    """Where a run's time went (metrics.json `timings`), for a run that began at `started`
+    (time.perf_counter()) and ran `steps` steps through `segment`."""
+    first_step_s = segment.first_step_done - started if segment.first_step_done is not None else 0.0
     return {
         "data_s": round(data_s, 3),
-        "compile_s": round(compile_s, 3),
-        "first_step_s": round(first_step_s or 0.0, 3),
-        "train_s": round(train_s, 3),
+        "compile_s": round(segment.compile_s, 3),
+        "first_step_s": round(first_step_s, 3),
+        "train_s": round(segment.train_s, 3),
         "steps_run": steps,
-        "steps_per_s": round(steps / train_s, 1) if train_s > 0 else None,
+        "steps_per_s": round(steps / segment.train_s, 1) if segment.train_s > 0 else None,
     }
 
 

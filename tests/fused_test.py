@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import FAST, compose_config, kill_when, results, run_cli
 from omegaconf import OmegaConf
@@ -82,7 +83,7 @@ def test_padded_units_stay_exactly_zero():
     width = 16
     graphdef, _ = model.abstract(width)
     optimizer = train.optimizer_factory(cfg_of().optimizer)
-    inject = fused.optax.inject_hyperparams(optimizer)(learning_rate=0.01)
+    inject = optax.inject_hyperparams(optimizer)(learning_rate=0.01)
     params = [fused.resize(train.init_run(h, 0)[0], width) for h in (8, 16)]
     state = fused.GroupState(
         fused._stack(params), fused._stack([inject.init(p) for p in params]), jnp.ones(2, bool), np.int32(0)
@@ -92,7 +93,7 @@ def test_padded_units_stay_exactly_zero():
     images = np.random.default_rng(0).integers(0, 256, (64, 3072), dtype=np.uint8)
     data = train.DeviceData(jnp.asarray(images), jnp.asarray(np.arange(64) % 10), jnp.zeros(3072))
     batches = np.arange(5 * 32).reshape(5, 32) % 64
-    state, (losses, _) = fused.make_group_segment(graphdef, inject)(state, settings, data, batches)
+    state, (losses, _) = fused.make_group_segment(graphdef, inject)(state, settings, data, batches, steps=5)
     narrow = jax.tree.map(lambda x: np.asarray(x[0]), state.params)
     assert np.isfinite(np.asarray(losses)).all()
     assert (narrow["hidden"]["kernel"][...][8:] == 0).all() and (narrow["hidden"]["bias"][...][8:] == 0).all()
