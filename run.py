@@ -6,7 +6,6 @@ from sweeper import cli
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-@cli.fusable
 def main(cfg) -> float:
     return cli.run(cfg)
 

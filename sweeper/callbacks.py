@@ -17,6 +17,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sweeper import summary
+from sweeper.config import MULTIRUN_RECORD, sweep_overrides
+from sweeper.status import Status
+from sweeper.writer import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ def count_jobs(config: DictConfig) -> int | None:
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    batches = BasicSweeper.split_arguments(summary.sweep_overrides(config.hydra), None)
+    batches = BasicSweeper.split_arguments(sweep_overrides(config.hydra), None)
     return sum(len(batch) for batch in batches)
 
 
@@ -81,7 +84,7 @@ class SweepCallback(Callback):
         self.started = time.time()
         configure_parallel_workers(config)
         # Hydra's basic sweeper writes multirun.yaml; Optuna's does not, and the summary needs it.
-        record = Path(config.hydra.sweep.dir) / "multirun.yaml"
+        record = Path(config.hydra.sweep.dir) / MULTIRUN_RECORD
         if not record.exists():
             record.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(config, record)
@@ -101,7 +104,7 @@ class SweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if self.started is None:
             return
-        results = [p.stat().st_mtime for p in Path(config.hydra.sweep.dir).glob(f"*/{summary.METRICS_FILE}")]
+        results = [p.stat().st_mtime for p in Path(config.hydra.sweep.dir).glob(f"*/{METRICS_FILE}")]
         done_now = sum(mtime >= self.started for mtime in results)  # this attempt's, not a resumed sweep's
         elapsed = time.time() - self.started
         left = ""
@@ -114,7 +117,7 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = summary.summarize(sweep_dir)
-        crashed = [job for row in rows for job in row.jobs if job.status == "crashed"]
+        crashed = [job for row in rows for job in row.jobs if job.status is Status.CRASHED]
         if crashed:  # Hydra ignores exceptions from callbacks; SystemExit still sets the exit status
             print(f"error: {len(crashed)} job(s) crashed, see {sweep_dir / 'summary.md'}", file=sys.stderr)
             sys.exit(1)

@@ -1,13 +1,14 @@
 """Pickle checkpoints: one self-describing dict of numpy arrays and plain values (no Orbax).
 
     checkpoints/step_<N>.pkl = {format, step, params (nested dict), opt_state (list of leaves),
-                                mean_image, data_order, config, versions}
+                                mean_image, data_order, config, history, attempts, versions}
 
 Saved atomically; loaded through the restricted unpickler, so a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import platform
 import re
@@ -54,6 +55,8 @@ def save(
     mean_image: Any,
     data_order: dict,
     config: dict,
+    history: dict | None = None,
+    attempts: list | None = None,
 ) -> Path:
     """Write `checkpoints/step_<step>.pkl` atomically and return its path."""
     to_numpy = lambda x: np.asarray(jax.device_get(x))  # noqa: E731
@@ -65,6 +68,8 @@ def save(
         "mean_image": to_numpy(mean_image),  # part of the model's input pipeline
         "data_order": dict(data_order),
         "config": config,
+        "history": history or {},  # a schedule and lineage, where the run has them (plain values)
+        "attempts": attempts or [],  # what earlier attempts of the run cost, up to this checkpoint
         "versions": versions(),
     }
     path = path_for(directory, step)
@@ -72,11 +77,17 @@ def save(
     return path
 
 
-def latest(directory: Path) -> Path | None:
-    """The checkpoint with the highest step in `directory`, or None."""
+def all_steps(directory: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every `step_<N>.pkl` in `directory`, newest first."""
     directory = Path(directory)
     found = [(int(m.group(1)), p) for p in directory.glob("step_*.pkl") if (m := _NAME.fullmatch(p.name))]
-    return max(found)[1] if found else None
+    return sorted(found, reverse=True)
+
+
+def latest(directory: Path) -> Path | None:
+    """The checkpoint with the highest step in `directory`, or None."""
+    found = all_steps(directory)
+    return found[0][1] if found else None
 
 
 def resolve(path: str | Path) -> Path:
@@ -136,3 +147,34 @@ def restore_opt_state(payload: dict, template: Any, path: Path) -> Any:
             f"(was it written with another optimizer?)"
         )
     return jax.tree.unflatten(treedef, [np.asarray(a) for a in saved])
+
+
+def restore_latest(
+    directory: Path, params: nnx.State, opt_state: Any, data_order: dict, logger: logging.Logger
+) -> tuple[nnx.State, Any, int, dict]:
+    """(params, opt_state, step, payload) from the newest checkpoint in `directory` that loads, or the
+    given ones at step 0 (and an empty payload) when there is none.
+
+    A checkpoint that cannot be read (cut short by a full disk, say) is passed over with a warning
+    naming it, and left in place. One that loads but was written for another model, optimizer, seed,
+    batch size or training set is refused: resuming from it would not continue the same run.
+    """
+    for step, path in all_steps(directory):
+        try:
+            payload = load(path)
+        except CheckpointError as error:
+            logger.warning("cannot resume from %s (%s): trying an earlier checkpoint", path, error)
+            continue
+        params = restore_params(payload, params, path)
+        opt_state = restore_opt_state(payload, opt_state, path)
+        saved = {k: payload["data_order"].get(k) for k in ("seed_words", "num_images", "batch_size")}
+        expected = {k: data_order[k] for k in saved}
+        if saved != expected:
+            raise CheckpointError(
+                f"{path} was written with another seed, batch_size or training set (data order "
+                f"{saved}, config gives {expected}); resuming would not continue the same run"
+            )
+        logger.info("resumed from %s (step %d)", path, step)
+        return params, opt_state, step, payload
+    logger.info("no checkpoint to resume from in %s: starting at step 0", directory)
+    return params, opt_state, 0, {}

@@ -1,8 +1,10 @@
-"""Command-line glue for `run.py`: dispatch on `mode`, return the objective, report bad input in one line."""
+"""Command-line glue for `run.py`: dispatch on `mode`, return the objective, report bad input in one line.
+
+Importing this module registers sweeper's configs (sweeper.config.register): it is sweeper's app.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -17,10 +19,15 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sweeper import config, signals
 from sweeper.config import ConfigError, Mode, hyperparameters, validate
 from sweeper.data import DataError
+from sweeper.locks import JobLock
+from sweeper.status import Status
+from sweeper.writer import read_metrics
 
 log = logging.getLogger(__name__)
+config.register()
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -33,47 +40,49 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def run(cfg: Any) -> float:
     """Train (or, with mode=eval, evaluate a checkpoint) and return the objective a sweep maximises.
 
-    A single run reports bad input in one line and exits 2. A sweep job never raises: a job that
-    finished before is skipped, an interrupted one resumes from its latest checkpoint, and a crash
-    is recorded in the job's metrics.json (status `crashed`, objective 0) so the sweep goes on.
+    A single run reports bad input in one line and exits 2. A sweep job never raises: see `sweep_job`.
+    Both stop gracefully on SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 (sweeper.signals).
     """
     hydra_cfg = HydraConfig.get()
     workdir = Path(hydra_cfg.runtime.output_dir)
-    if hydra_cfg.mode != RunMode.MULTIRUN:
+    with signals.graceful_stop():
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return sweep_job(cfg, workdir)
         try:
             return _run(cfg, workdir)
         except user_errors() as error:
             exit_with(error)
-    if (done := finished_metrics(workdir)) is not None:
-        log.info("finished in an earlier attempt (status %s): skipped", done["status"])
-        return float(done["objective"])
-    started = time.perf_counter()
-    try:
-        OmegaConf.update(cfg, "resume", True)
-        return _run(cfg, workdir)
-    except Exception as error:
-        log.exception("job crashed")
-        from sweeper.writer import record_crash
 
-        cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        record_crash(workdir, hyperparameters(cfg_dict), one_line(error), time.perf_counter() - started)
-        return 0.0
+
+def sweep_job(cfg: Any, workdir: Path) -> float:
+    """One job of a sweep. A job another process is training, or one that finished before, is skipped;
+    an interrupted one resumes from its latest checkpoint; a crash is recorded in the job's
+    metrics.json (status `crashed`, objective 0) so that the sweep goes on."""
+    signals.check()  # a stop asked for between jobs: start no other
+    with JobLock(workdir) as lock:
+        if not lock.held:
+            log.info("%s is training this job: skipped here", lock.holder())
+            return 0.0
+        if (done := finished_metrics(workdir)) is not None:
+            log.info("finished in an earlier attempt (status %s): skipped", done["status"])
+            return float(done["objective"])
+        started = time.perf_counter()
+        try:
+            OmegaConf.update(cfg, "resume", True)
+            return _run(cfg, workdir)
+        except Exception as error:
+            log.exception("job crashed")
+            from sweeper.writer import record_crash
+
+            cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+            record_crash(workdir, hyperparameters(cfg_dict), one_line(error), time.perf_counter() - started)
+            return 0.0
 
 
 def finished_metrics(workdir: Path) -> dict | None:
     """metrics.json of a job that already ended with a result (ok, diverged or pruned), else None."""
-    path = Path(workdir) / "metrics.json"
-    if not path.is_file():
-        return None
-    metrics = json.loads(path.read_text())
-    return metrics if metrics.get("status") in ("ok", "diverged", "pruned") else None
-
-
-def fusable(task_function: Callable) -> Callable:
-    """Mark a Hydra task function as equivalent to `run`, so that `hydra/launcher=fused` may train its
-    jobs in groups itself (sweeper.fused) instead of calling it once per job."""
-    task_function.sweeper_fusable = True
-    return task_function
+    metrics = read_metrics(workdir, warn=log.warning)
+    return metrics if metrics is not None and Status(metrics["status"]).is_result else None
 
 
 def _run(cfg: Any, workdir: Path) -> float:
@@ -91,6 +100,11 @@ def one_line(error: BaseException | None) -> str:
     """An error as one line. Hydra/OmegaConf spread theirs over several lines and a chain of causes
     (`Could not override 'x'` caused by `Key 'x' not in 'Config'`), so those first lines are joined;
     sweeper's own errors already say everything in their first line."""
+    inner = error
+    while inner is not None:  # sweeper's own error raised inside Hydra or OmegaConf: its own words
+        if isinstance(inner, ConfigError | DataError):
+            return str(inner).strip().splitlines()[0]
+        inner = inner.__cause__ or inner.__context__
     parts: list[str] = []
     while error is not None:
         text = str(error).strip()
@@ -109,13 +123,29 @@ def exit_with(error: BaseException) -> NoReturn:
     sys.exit(2)
 
 
-def main(hydra_main: Callable[[], Any]) -> None:
-    """Call a `@hydra.main` function; bad overrides become one line on stderr and exit status 2."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for full tracebacks
-        hydra_main()
-        return
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise instead of printing a multi-line report
+def _resume_hint() -> str:
     try:
-        hydra_main()
-    except user_errors() as error:
-        exit_with(error)
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return "run the same command again with resume=true to continue"
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return f"run the same command with hydra.sweep.dir={hydra_cfg.sweep.dir} to continue"
+    return f"continue with resume=true hydra.run.dir={hydra_cfg.runtime.output_dir}"
+
+
+def main(hydra_main: Callable[[], Any]) -> None:
+    """Call a `@hydra.main` function; bad overrides become one line on stderr and exit status 2, a stop
+    signal ends it after a checkpoint with the shell's status for that signal (128 + its number)."""
+    try:
+        with signals.graceful_stop():
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for full tracebacks
+                hydra_main()
+                return
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise instead of printing a multi-line report
+            try:
+                hydra_main()
+            except user_errors() as error:
+                exit_with(error)
+    except signals.Interrupted as stopped:
+        print(f"{stopped}: every run still training was checkpointed; {_resume_hint()}", file=sys.stderr)
+        sys.exit(stopped.exit_code)

@@ -1,4 +1,4 @@
-"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore, plus validation.
+"""Typed configuration: dataclass schemas for Hydra's ConfigStore (see `register`), plus validation.
 
 The YAML under `conf/` only selects and overrides; every key, type and default is declared here, so a
 wrong type or an unknown key is refused by OmegaConf before anything runs. Imports Hydra/OmegaConf only.
@@ -7,9 +7,11 @@ wrong type or an unknown key is refused by OmegaConf before anything runs. Impor
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -18,6 +20,7 @@ from omegaconf import MISSING, OmegaConf
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_TRAIN_SIZE = 50_000  # official training images; the test set has 10,000
+MULTIRUN_RECORD = "multirun.yaml"  # a sweep's record, which Hydra's sweepers write into its folder
 
 
 # Keys that do not change what is trained: left out of job folder names, sweep groups and HParams.
@@ -35,14 +38,21 @@ NOT_HYPERPARAMETERS = (
     "log_every",
     "checkpoint_every",
     "sweep",
+    "trial.storage",
+    "trial.study_name",
+    "trial.number",
 )
+
+
+# Keys that mean something only inside a sweep: a command that reruns one job leaves them out.
+SWEEP_ONLY_KEYS = ("sweep", "trial.storage", "trial.study_name", "trial.number")
 
 
 # What the fused launcher batches inside one program (hidden only where it pads widths); configs equal
 # in every other key (optimizer, batch_size, max_steps, data, ...) can train together.
 FUSABLE_KEYS = ("lr", "reg", "seed", "hidden")
 # Per-job settings the fused launcher applies to each member itself.
-PER_JOB_KEYS = ("progress", "resume")
+PER_JOB_KEYS = ("progress", "resume", "trial")
 
 
 class ConfigError(ValueError):
@@ -101,6 +111,25 @@ class AdamConfig:
 
 
 @dataclass
+class ScheduleChange:
+    """From `step` on, train with learning rate `lr` and L2 constant `reg`."""
+
+    step: int = MISSING
+    lr: float = MISSING
+    reg: float = MISSING
+
+
+@dataclass
+class TrialConfig:
+    """Set by the Optuna sweeper on each job of a study that prunes, never by hand: where the job
+    reports its validation accuracy (sweeper.pruning)."""
+
+    storage: str | None = None
+    study_name: str | None = None
+    number: int | None = None
+
+
+@dataclass
 class Config:
     """Defaults are the article's: 3072-120-10 MLP, SGD lr 0.001, reg 0.1, batch 400, 2000 steps."""
 
@@ -119,12 +148,23 @@ class Config:
     mode: Mode = Mode.train
     checkpoint: str | None = None  # mode=eval: a checkpoint file or a run folder (its latest checkpoint)
     resume: bool = False  # continue from the latest checkpoint in the run folder
+    # Hyperparameter changes during the run, e.g. a population-based training member's, to replay it:
+    # '[{step: 400, lr: 0.0008, reg: 1.2}, ...]'. Empty: lr and reg hold throughout.
+    schedule: list[ScheduleChange] = field(default_factory=list)
+    trial: TrialConfig = field(default_factory=TrialConfig)
     # JAX's persistent compilation cache: the second run of a shape compiles nothing (null: off).
     jax_cache_dir: str | None = "${oc.env:SWEEPER_JAX_CACHE,'~/.cache/sweeper/jax'}"
 
 
-def register_configs() -> None:
-    """Store the schemas so that `conf/<group>/<option>.yaml` can extend `/schema/<group>/<option>`."""
+def register() -> None:
+    """Store sweeper's schemas in Hydra's ConfigStore (so that `conf/<group>/<option>.yaml` can extend
+    `/schema/<group>/<option>`) and its job-name resolver in OmegaConf.
+
+    Called by sweeper's own app (sweeper.cli) and by code that composes its configs; importing sweeper
+    registers nothing, so another Hydra app in the same environment keeps its own `base_config`.
+    """
+    if not OmegaConf.has_resolver("sweeper.job_name"):
+        OmegaConf.register_new_resolver("sweeper.job_name", job_name)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schemas in {
@@ -143,7 +183,11 @@ def hyperparameters(cfg_dict: dict) -> dict[str, Any]:
         for key, value in node.items():
             if isinstance(value, dict):
                 walk(value, f"{prefix}{key}.")
-            elif value is not None and f"{prefix}{key}" not in NOT_HYPERPARAMETERS:
+            elif value is None or value == [] or f"{prefix}{key}" in NOT_HYPERPARAMETERS:
+                continue
+            elif isinstance(value, list):  # a schedule: one compact string
+                flat[f"{prefix}{key}"] = json.dumps(value, separators=(",", ":"))
+            else:
                 flat[f"{prefix}{key}"] = value.value if isinstance(value, enum.Enum) else value
 
     walk(cfg_dict, "")
@@ -155,13 +199,61 @@ def override_key(override: str) -> str:
     return str(override).split("=", 1)[0].lstrip("+~")
 
 
-def job_name(task_overrides: Any) -> str:
-    """A sweep job's folder name: its overrides, sorted, comma-joined (`hidden=60,lr=0.001`).
+def sweep_overrides(hydra_cfg: Any) -> list:
+    """The sweep as Hydra's sweepers see it: `hydra.sweeper.params` then the command line, parsed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    The name depends only on the overrides, so rerunning a sweep finds each job's earlier folder.
+    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
+    params += [str(o) for o in hydra_cfg.overrides.task]
+    return OverridesParser.create().parse_overrides(params)
+
+
+def swept_keys(sweep_dir: str | Path) -> set[str]:
+    """The keys a sweep varies (a list, range, choice or interval), from its `multirun.yaml`."""
+    path = Path(sweep_dir) / MULTIRUN_RECORD
+    return set(_swept_keys(str(path), path.stat().st_mtime_ns)) if path.is_file() else set()
+
+
+@functools.lru_cache(maxsize=8)
+def _swept_keys(path: str, mtime_ns: int) -> tuple[str, ...]:
+    overrides = sweep_overrides(OmegaConf.load(path).hydra)
+    return tuple(override_key(o.get_key_element()) for o in overrides if o.is_sweep_override())
+
+
+def job_name(task_overrides: Any, sweep_dir: str | None = None) -> str:
+    """A sweep job's folder name: the overrides of the keys the sweep varies, sorted, comma-joined
+    (`hidden=60,lr=0.001`). What every job shares stays in the sweep's multirun.yaml and in each job's
+    `.hydra/`. Without swept keys (one job), every override but bookkeeping names it.
+
+    The name depends only on the overrides, so rerunning a sweep finds each job's earlier folder. A
+    folder whose job was trained with other overrides (a rerun that changed a fixed key) is refused
+    with ConfigError rather than continued.
     """
-    keep = sorted(str(o).lstrip("+~") for o in task_overrides if override_key(o) not in NOT_HYPERPARAMETERS)
-    return ",".join(keep).replace("/", "_") or "default"
+    overrides = [str(o) for o in task_overrides]
+    swept = swept_keys(sweep_dir) if sweep_dir else set()
+    keep = [o for o in overrides if override_key(o) in swept]
+    keep = keep or [o for o in overrides if override_key(o) not in NOT_HYPERPARAMETERS]
+    name = ",".join(sorted(o.lstrip("+~") for o in keep)).replace("/", "_") or "default"
+    if sweep_dir:
+        _check_same_job(Path(sweep_dir) / name, overrides)
+    return name
+
+
+def _check_same_job(folder: Path, overrides: list[str]) -> None:
+    record = folder / ".hydra" / "overrides.yaml"
+    if not record.is_file():
+        return
+
+    def hyperparameters_of(items: Any) -> set[str]:
+        return {str(o).lstrip("+~") for o in items if override_key(o) not in NOT_HYPERPARAMETERS}
+
+    before, now = hyperparameters_of(OmegaConf.load(record)), hyperparameters_of(overrides)
+    if before != now:
+        was, is_now = " ".join(sorted(before - now)) or "nothing", " ".join(sorted(now - before)) or "nothing"
+        raise ConfigError(
+            f"{folder} holds a job trained with other overrides ({was}; now {is_now}): rerun it with "
+            "the same overrides, or give the new sweep its own hydra.sweep.dir"
+        )
 
 
 def fuse_key(cfg_dict: dict, *, pad_hidden: bool) -> str:
@@ -207,6 +299,16 @@ def validate(cfg: Any) -> None:
         cfg.batch_size,
     )
 
+    previous = 0
+    for i, change in enumerate(cfg.schedule):
+        key = f"schedule[{i}]"
+        require(
+            previous < change.step < cfg.max_steps, f"{key}.step", f"in ({previous}, max_steps)", change.step
+        )
+        require(math.isfinite(change.lr) and change.lr > 0, f"{key}.lr", "> 0 and finite", change.lr)
+        require(math.isfinite(change.reg) and change.reg >= 0, f"{key}.reg", ">= 0 and finite", change.reg)
+        previous = change.step
+
     opt = cfg.optimizer
     if opt.name == "momentum":
         require(0 <= opt.momentum < 1, "optimizer.momentum", "in [0, 1)", opt.momentum)
@@ -221,8 +323,3 @@ def validate(cfg: Any) -> None:
             "a checkpoint file or run folder with mode=eval",
             cfg.checkpoint,
         )
-
-
-register_configs()
-if not OmegaConf.has_resolver("sweeper.job_name"):
-    OmegaConf.register_new_resolver("sweeper.job_name", job_name)

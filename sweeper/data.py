@@ -1,4 +1,5 @@
-"""CIFAR-10 download/verify/extract/parse, synthetic data, and the validation split. numpy only, no JAX.
+"""CIFAR-10 download/verify/extract/parse, synthetic data, the validation split and the batch order.
+numpy only, no JAX.
 
 Images stay uint8 (N, 3072) in R-plane, G-plane, B-plane order as the official files store them; the
 training mean image is float32 and is subtracted on the fly by the model's input pipeline.
@@ -74,6 +75,45 @@ def split(train_x, train_y, test_x, test_y, val_size: int) -> Dataset:
     return Dataset(
         train_images, train_y[:n_train], train_x[n_train:], train_y[n_train:], test_x, test_y, mean_image
     )
+
+
+class BatchOrder:
+    """Which images each step trains on: per epoch a seeded permutation, cut into consecutive batches.
+
+    Every image is used once per epoch (a remainder smaller than a batch is skipped, as the article's
+    batch generator does). Batches depend only on (seed words, step), so a resumed run sees the same
+    ones. The permutations are numpy's: JAX's would compile a sort at start-up for no gain.
+    """
+
+    def __init__(self, seed_words: Any, num_images: int, batch_size: int):
+        self.seed_words = [int(w) for w in np.asarray(seed_words).ravel()]
+        self.num_images, self.batch_size = num_images, batch_size
+        self.steps_per_epoch = num_images // batch_size
+        self._epochs: dict[int, np.ndarray] = {}  # the last two epochs: a segment spans at most two
+
+    def epoch_batches(self, epoch: int) -> np.ndarray:
+        """(steps_per_epoch, batch_size) image indices of one epoch."""
+        if epoch not in self._epochs:
+            perm = np.random.default_rng([*self.seed_words, epoch]).permutation(self.num_images)
+            used = self.steps_per_epoch * self.batch_size
+            self._epochs = {e: b for e, b in self._epochs.items() if e == epoch - 1}
+            self._epochs[epoch] = perm[:used].reshape(self.steps_per_epoch, self.batch_size).astype(np.int32)
+        return self._epochs[epoch]
+
+    def indices(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, batch_size) image indices for steps start..stop-1."""
+        spe = self.steps_per_epoch
+        return np.stack([self.epoch_batches(step // spe)[step % spe] for step in range(start, stop)])
+
+    def state(self, step: int) -> dict[str, Any]:
+        """Where in the data order `step` is, for the checkpoint."""
+        return {
+            "seed_words": self.seed_words,
+            "num_images": self.num_images,
+            "batch_size": self.batch_size,
+            "epoch": step // self.steps_per_epoch,
+            "batch_in_epoch": step % self.steps_per_epoch,
+        }
 
 
 # --- CIFAR-10 -------------------------------------------------------------------------------------------

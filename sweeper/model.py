@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 NUM_CLASSES = 10
@@ -64,3 +67,48 @@ def weight_matrices(params: nnx.State) -> list[jax.Array]:
 def l2_penalty(params: nnx.State) -> jax.Array:
     """Sum over the weight matrices of sum(w^2)/2 (TF1's `l2_regularizer` without its scale)."""
     return sum(jnp.sum(w * w) for w in weight_matrices(params)) / 2
+
+
+def hidden_unit_axis(path: tuple) -> int | None:
+    """The axis that indexes hidden units in a parameter-shaped leaf at `path` (optimizer states hold
+    such leaves too): 0 for hidden.kernel (units, 3072) and hidden.bias, 1 for output.kernel (10, units)."""
+    keys = [getattr(k, "key", None) for k in path]
+    if "hidden" in keys:
+        return 0
+    if "output" in keys and "kernel" in keys:
+        return 1
+    return None
+
+
+def resize(tree: Any, width: int) -> Any:
+    """A parameter-shaped `tree` as numpy arrays with its hidden units cut or zero-padded to `width`.
+
+    On the host on purpose: slicing on the device would compile a small program per leaf and shape.
+    """
+
+    def fix(path, leaf):
+        leaf = np.asarray(leaf)
+        axis = hidden_unit_axis(path)
+        if axis is None or leaf.shape[axis] == width:
+            return leaf
+        index = [slice(None)] * leaf.ndim
+        index[axis] = slice(0, width)
+        padding = [(0, 0)] * leaf.ndim
+        padding[axis] = (0, max(width - leaf.shape[axis], 0))
+        return np.pad(leaf[tuple(index)], padding)
+
+    return jax.tree_util.tree_map_with_path(fix, tree)
+
+
+def mask_units(tree: Any, unit_mask: jax.Array) -> Any:
+    """A parameter-shaped `tree` times `unit_mask` (width,) along the hidden units: padding stays zero."""
+
+    def fix(path, leaf):
+        axis = hidden_unit_axis(path)
+        if axis is None:
+            return leaf
+        shape = [1] * leaf.ndim
+        shape[axis] = -1
+        return leaf * unit_mask.reshape(shape)
+
+    return jax.tree_util.tree_map_with_path(fix, tree)

@@ -2,9 +2,9 @@
 
     python -m sweeper.summary multirun/2026-11-28/10-00-00
 
-Reads each job folder's `.hydra/overrides.yaml` and `metrics.json` (a job without one is `unfinished`),
-so it works on a finished sweep, a running one, or one that was killed; the sweep callback calls the
-same code when a multirun ends.
+Reads each job folder's `.hydra/overrides.yaml` and `metrics.json` (a job without one is running,
+unfinished or not started), so it works on a finished sweep, a running one, or one that was killed;
+the sweep callback calls the same code when a multirun ends.
 """
 
 from __future__ import annotations
@@ -12,39 +12,51 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import shlex
 import statistics
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from sweeper.config import NOT_HYPERPARAMETERS, override_key
-from sweeper.writer import METRICS_FILE, write_experiment
+from sweeper.config import (
+    MULTIRUN_RECORD,
+    NOT_HYPERPARAMETERS,
+    SWEEP_ONLY_KEYS,
+    override_key,
+    sweep_overrides,
+)
+from sweeper.locks import is_locked
+from sweeper.status import Status
+from sweeper.writer import METRIC_TAGS, METRICS_FILE, read_metrics, write_sweep_run
 
 SEED_KEY = "seed"
-METRIC_KEYS = ("val_accuracy", "test_accuracy", "train_accuracy", "loss")
-FAILED = ("diverged", "crashed")
-# `pruned`: stopped early by successive halving (hydra/launcher=fused), with its metrics at that step.
-STATUSES = ("ok", "pruned", "diverged", "crashed", "unfinished")
+SWEEP_RUN = "sweep_progress"  # the sweep's own TensorBoard run, beside the job folders
 
 
 @dataclass
 class Job:
-    """One job folder of a sweep."""
+    """One job folder of a sweep, and its status: from its metrics.json, else from what is there."""
 
     name: str
     overrides: list[str]
     params: dict[str, str]
     metrics: dict[str, Any] | None
+    status: Status
+    finished_at: float = 0.0  # when its metrics.json was written (time.time())
 
-    @property
-    def status(self) -> str:
-        return self.metrics["status"] if self.metrics else "unfinished"
+
+def job_status(folder: Path, metrics: dict[str, Any] | None) -> Status:
+    if metrics is not None:
+        return Status(metrics["status"])
+    if is_locked(folder):
+        return Status.RUNNING
+    started = (folder / "checkpoints").is_dir() or any((folder / "tb").glob("events.out.tfevents.*"))
+    return Status.UNFINISHED if started else Status.NOT_STARTED
 
 
 @dataclass
@@ -69,7 +81,7 @@ class Row:
     def status(self) -> str:
         counts: dict[str, int] = {}
         for job in self.jobs:
-            counts[job.status] = counts.get(job.status, 0) + 1
+            counts[job.status.value] = counts.get(job.status.value, 0) + 1
         if len(counts) == 1:
             return next(iter(counts))
         return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
@@ -78,8 +90,8 @@ class Row:
     def sort_key(self) -> tuple:
         score = self.mean("val_accuracy")
         if score is None:
-            score = self.mean("objective") if any(j.status == "ok" for j in self.jobs) else None
-        pruned = all(j.status == "pruned" for j in self.jobs)  # ranked below configs trained to the end
+            score = self.mean("objective") if any(j.status is Status.OK for j in self.jobs) else None
+        pruned = all(j.status is Status.PRUNED for j in self.jobs)  # ranked below configs trained to the end
         return (score is None, pruned, -(score or 0.0))
 
 
@@ -97,9 +109,10 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     for overrides_file in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
         folder = overrides_file.parent.parent
         overrides = [str(o) for o in OmegaConf.load(overrides_file)]
-        metrics_file = folder / METRICS_FILE
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-        jobs.append(Job(folder.name, overrides, parse_params(overrides), metrics))
+        metrics = read_metrics(folder, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+        finished_at = (folder / METRICS_FILE).stat().st_mtime if metrics else 0.0
+        status = job_status(folder, metrics)
+        jobs.append(Job(folder.name, overrides, parse_params(overrides), metrics, status, finished_at))
     return jobs
 
 
@@ -122,18 +135,9 @@ def swept_keys(jobs: list[Job], declared: list[str] | tuple[str, ...] = ()) -> l
     return list(dict.fromkeys(keys))
 
 
-def sweep_overrides(hydra_cfg: Any) -> list:
-    """The sweep as Hydra's sweepers see it: `hydra.sweeper.params` then the command line, parsed."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-    params += [str(o) for o in hydra_cfg.overrides.task]
-    return OverridesParser.create().parse_overrides(params)
-
-
 def sweep_domains(sweep_dir: Path) -> dict[str, list | tuple]:
     """What `multirun.yaml` declares as swept: key -> list of values, or (low, high) for an interval."""
-    path = Path(sweep_dir) / "multirun.yaml"
+    path = Path(sweep_dir) / MULTIRUN_RECORD
     if not path.is_file():
         return {}
     domains: dict[str, list | tuple] = {}
@@ -162,8 +166,10 @@ def _fmt(mean: float | None, std: float | None, digits: int = 4) -> str:
 
 
 def command_for(row: Row) -> str:
-    """A ready-to-paste command that trains `row`'s config alone (its first job's overrides, no seed)."""
-    overrides = [o for o in row.jobs[0].overrides if override_key(o) != SEED_KEY]
+    """A ready-to-paste command that trains `row`'s config alone: its first job's overrides but the
+    seed and what means something only in a sweep (the sweep config, the Optuna trial)."""
+    skip = (SEED_KEY, *SWEEP_ONLY_KEYS)
+    overrides = [o for o in row.jobs[0].overrides if override_key(o) not in skip]
     return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
 
 
@@ -245,7 +251,7 @@ def plot(path: Path, jobs: list[Job], keys: list[str]) -> None:
         )
         numeric = all(_number(v) is not None for v in values)
         position = {v: (_number(v) if numeric else i) for i, v in enumerate(values)}
-        done = [j for j in jobs if j.status == "ok"]
+        done = [j for j in jobs if j.status is Status.OK]
         for metric, marker, label in (("val_accuracy", "o", "val"), ("test_accuracy", "^", "test")):
             points = [
                 (position[j.params.get(key, "")], j.metrics[metric])
@@ -257,7 +263,7 @@ def plot(path: Path, jobs: list[Job], keys: list[str]) -> None:
         pruned = [
             (position[j.params.get(key, "")], j.metrics["val_accuracy"])
             for j in jobs
-            if j.status == "pruned" and j.metrics.get("val_accuracy") is not None
+            if j.status is Status.PRUNED and j.metrics.get("val_accuracy") is not None
         ]
         if pruned:
             ax.scatter(
@@ -267,7 +273,7 @@ def plot(path: Path, jobs: list[Job], keys: list[str]) -> None:
                 edgecolors="grey",
                 label="pruned (val)",
             )
-        failed = [position[j.params.get(key, "")] for j in jobs if j.status in FAILED]
+        failed = [position[j.params.get(key, "")] for j in jobs if j.status.failed]
         if failed:
             ax.scatter(failed, [0.0] * len(failed), marker="x", color="red", label="diverged/crashed")
         positives = [p for p in position.values() if p > 0]
@@ -297,8 +303,8 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
     keys = swept_keys(jobs, list(domains))
     rows = group(jobs)
     columns = [k for k in keys if k != SEED_KEY]
-    counts = {s: sum(j.status == s for j in jobs) for s in STATUSES}
-    status_line = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    counts = {s: sum(j.status is s for j in jobs) for s in Status}
+    status_line = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
     best = rows[0] if rows and rows[0].mean("objective") is not None else None
     text = [
         f"# Sweep {sweep_dir}",
@@ -309,14 +315,16 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
     ]
     if best:
         text += ["Best config:", "", "    " + command_for(best), ""]
-    if counts["pruned"]:
-        steps = sorted({j.metrics["steps"] for j in jobs if j.status == "pruned"})
+    mattered = importance_line(importance(rows, columns, domains))
+    text += [mattered, ""]
+    if counts[Status.PRUNED]:
+        steps = sorted({j.metrics["steps"] for j in jobs if j.status is Status.PRUNED})
         text += [
-            f"{counts['pruned']} job(s) were pruned by successive halving at step(s) "
+            f"{counts[Status.PRUNED]} job(s) were pruned by successive halving at step(s) "
             f"{', '.join(map(str, steps))}: their accuracies are from the step they stopped at.",
             "",
         ]
-    crashed = [j for j in jobs if j.status == "crashed"]
+    crashed = [j for j in jobs if j.status is Status.CRASHED]
     if crashed:
         text += (
             ["Crashed jobs:", ""] + [f"- `{j.name}`: {j.metrics.get('error', '?')}" for j in crashed] + [""]
@@ -324,7 +332,7 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
     (sweep_dir / "summary.md").write_text("\n".join(text))
     write_csv(sweep_dir / "summary.csv", rows, columns)
     plot(sweep_dir / "summary.png", jobs, columns)
-    write_experiment(sweep_dir, _experiment_domains(jobs, keys, domains), METRIC_KEYS)
+    write_tensorboard(sweep_dir, jobs, keys, domains)
     if echo:
         print(f"\nSweep {sweep_dir}: {len(jobs)} jobs, {status_line}")
         print(markdown(rows, columns, top=top), end="")
@@ -333,8 +341,83 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
                 f"Best config (val accuracy {_fmt(best.mean('val_accuracy'), best.std('val_accuracy'))}):\n"
                 f"    {command_for(best)}"
             )
+        print(mattered)
         print(f"Full table: {sweep_dir / 'summary.md'}, plot: {sweep_dir / 'summary.png'}")
     return rows
+
+
+def importance(rows: list[Row], keys: list[str], declared: dict) -> dict[str, float] | str:
+    """Which swept key mattered most for a high objective: Optuna's PED-ANOVA importance of each key
+    (fractions summing to 1, largest first) over the configs, each scored by its mean objective. A
+    reason instead when it cannot be estimated (too few configs, or Optuna not installed)."""
+    scored = [(row, row.mean("objective")) for row in rows]
+    scored = [(row, value) for row, value in scored if value is not None]
+    if len(scored) < 4:
+        return f"needs at least 4 configs with a result, has {len(scored)}"
+    try:
+        import optuna
+    except ImportError:
+        return "needs Optuna (pip install 'sweeper[scale]')"
+    distributions = {}
+    for key in keys:
+        values = sorted(
+            {row.params[key] for row, _ in scored if key in row.params},
+            key=lambda v: (_number(v) is None, _number(v) or 0, v),
+        )
+        domain = declared.get(key)
+        if isinstance(domain, tuple):
+            low, high = domain
+            distributions[key] = optuna.distributions.FloatDistribution(
+                low, high, log=low > 0 and high / low >= 10
+            )
+        elif len(values) > 1:
+            distributions[key] = optuna.distributions.CategoricalDistribution(values)
+    trials = []
+    for row, value in scored:
+        params = {
+            k: (
+                float(row.params[k])
+                if isinstance(d, optuna.distributions.FloatDistribution)
+                else row.params[k]
+            )
+            for k, d in distributions.items()
+            if k in row.params
+        }
+        dists = {k: distributions[k] for k in params}
+        trials.append(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="maximize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    study.add_trials(trials)
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=max(0.1, 2.5 / len(trials)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+
+
+def importance_line(result: dict[str, float] | str) -> str:
+    if isinstance(result, str):
+        return f"Hyperparameter importance: not estimated ({result})."
+    ranked = ", ".join(f"{key} {value:.2f}" for key, value in result.items())
+    return (
+        f"Hyperparameter importance (Optuna's PED-ANOVA, 0..1): {ranked}. {next(iter(result))} mattered most."
+    )
+
+
+def write_tensorboard(sweep_dir: Path, jobs: list[Job], keys: list[str], declared: dict) -> None:
+    """The sweep's own TensorBoard run (SWEEP_RUN): the HParams experiment (each swept key's domain and
+    a `status` column; the metrics) and the objective of each job in the order they finished."""
+    domains = _experiment_domains(jobs, keys, declared)
+    domains["status"] = sorted({Status.OK.value} | {j.status.value for j in jobs})
+    finished = sorted((j for j in jobs if j.metrics), key=lambda j: j.finished_at)
+    for legacy in sweep_dir.glob("events.out.tfevents.*"):  # where older versions kept the experiment
+        legacy.unlink()
+    write_sweep_run(
+        sweep_dir / SWEEP_RUN, domains, tuple(METRIC_TAGS), [j.metrics["objective"] for j in finished]
+    )
 
 
 def _experiment_domains(jobs: list[Job], keys: list[str], declared: dict) -> dict[str, list | tuple]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 from google.protobuf.struct_pb2 import ListValue
 
 from sweeper.files import atomic_write
+from sweeper.status import Status
 
 # tensorboardX imports torch, when it is installed, only to accept torch tensors, which sweeper never
 # passes; that import alone cost 2 s of every run's start-up. Hide torch while tensorboardX loads.
@@ -26,8 +28,8 @@ try:
         Interval,
         MetricInfo,
         MetricName,
-        Status,
     )
+    from tensorboardX.proto.api_pb2 import Status as SessionStatus
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
     from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
     from tensorboardX.summary import hparams as hparams_summaries
@@ -36,16 +38,31 @@ finally:
         del sys.modules["torch"]
 
 METRICS_FILE = "metrics.json"
-# A run's status (metrics.json) as an HParams session status. TensorBoard has no "stopped early": a run
-# pruned by successive halving is neither a success nor a failure, so it is shown as unknown.
-SESSION_STATUS = {"ok": "STATUS_SUCCESS", "pruned": "STATUS_UNKNOWN"}
+# A run's status as an HParams session status. TensorBoard has no "stopped early": a pruned run is
+# neither a success nor a failure, so it is shown as unknown; diverged and crashed runs are failures.
+SESSION_STATUS = {Status.OK: "STATUS_SUCCESS", Status.PRUNED: "STATUS_UNKNOWN"}
+# The HParams metrics: TensorBoard shows each tag's last value, so a run's final values (metrics.json
+# key on the right) are written last, at the step it ended.
+METRIC_TAGS = {
+    "accuracy/val": "val_accuracy",
+    "accuracy/test": "test_accuracy",
+    "accuracy/train": "train_accuracy",
+    "loss/train": "loss",
+}
+# The values written for metrics a run has none of (it diverged or crashed): without them TensorBoard's
+# parallel coordinates and scatter plots would leave the run out. Accuracy 0 is what sweeper scores a
+# failed run (its objective); a loss of -1 cannot be real. Both sit at the edge of every chart.
+MISSING_ACCURACY = 0.0
+MISSING_LOSS = -1.0
+SESSION_SUFFIX = ".session"  # the event file holding a run's HParams session, replaced when it ends again
 
 
 class RunWriter:
-    """TensorBoard writer for one run's `tb/` folder: scalars, histograms and its HParams session."""
+    """TensorBoard writer for one run's `tb/` folder: scalars, histograms, final values, HParams session."""
 
     def __init__(self, logdir: Path, purge_step: int | None = None):
         # purge_step: on resume, TensorBoard drops the events an interrupted attempt wrote past it.
+        self.logdir = Path(logdir)
         self._writer = SummaryWriter(str(logdir), purge_step=purge_step or None, flush_secs=10)
 
     def scalars(self, step: int, values: dict[str, float | None]) -> None:
@@ -61,24 +78,37 @@ class RunWriter:
             # TensorBoard's exponential buckets end near 1e20: a run blowing up (finite, not yet NaN)
             # would leave them all empty, and tensorboardX then raises; 64 even bins still work.
             bins = "tensorflow" if np.abs(array).max(initial=0.0) < 1e12 else 64
-            self._writer.add_histogram(tag, array, step, bins=bins)
+            # `tensors/`: Time Series sorts groups by name, and this puts histograms after the scalars.
+            self._writer.add_histogram(f"tensors/{tag}", array, step, bins=bins)
 
-    def hparams(self, hparams: dict[str, Any], status: str) -> None:
-        """Record this run as an HParams session in its own folder.
+    def final(self, metrics: dict[str, Any]) -> None:
+        """The run's final values (metrics.json) as the last point of each metric tag, MISSING_* where it
+        has none: what the HParams table, parallel coordinates and scatter plots show for it."""
+        step = metrics.get("steps") or 0
+        values = {tag: metrics.get(key) for tag, key in METRIC_TAGS.items()}
+        missing = {tag: MISSING_LOSS if tag.startswith("loss") else MISSING_ACCURACY for tag in values}
+        self.scalars(step, {tag: missing[tag] if value is None else value for tag, value in values.items()})
+        self._writer.flush()
 
-        The metric values come from the scalars already written here. tensorboardX's `add_hparams`
-        would put the session into a timestamped subfolder and mark every run a success, so the
-        session start/end summaries are written directly instead. No per-run experiment summary is
-        written: TensorBoard would take the first one it found as the whole sweep's experiment.
+    def session(self, hparams: dict[str, Any], status: Status) -> None:
+        """Record this run as an HParams session, its status among its hyperparameters (a column to
+        sort and filter by), in an event file of its own that replaces an earlier attempt's.
+
+        tensorboardX's `add_hparams` would put the session into a timestamped subfolder and mark every
+        run a success, so the session start/end summaries are written directly. TensorBoard keeps the
+        first session it reads in a folder, hence one file, replaced. No per-run experiment summary:
+        TensorBoard would take the first one it found as the whole sweep's experiment.
         """
-        _, session_start, _ = hparams_summaries(hparams, {})
-        session_status = Status.Value(SESSION_STATUS.get(status, "STATUS_FAILURE"))
+        for old in self.logdir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
+            old.unlink()
+        _, session_start, _ = hparams_summaries({**hparams, "status": status.value}, {})
+        session_status = SessionStatus.Value(SESSION_STATUS.get(status, "STATUS_FAILURE"))
         session_end = _hparams_summary(
             "session_end_info", session_end_info=SessionEndInfo(status=session_status)
         )
-        file_writer = self._writer._get_file_writer()
-        file_writer.add_summary(session_start)
-        file_writer.add_summary(session_end)
+        with SummaryWriter(str(self.logdir), filename_suffix=SESSION_SUFFIX) as writer:
+            writer._get_file_writer().add_summary(session_start)
+            writer._get_file_writer().add_summary(session_end)
 
     def close(self) -> None:
         self._writer.close()
@@ -91,27 +121,42 @@ def write_metrics(workdir: Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
+def read_metrics(workdir: Path, warn: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """A run's metrics.json, or None when it has none or it cannot be read (cut short by a full disk,
+    say: then `warn` is told, and the run counts as not finished)."""
+    path = Path(workdir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+        Status(metrics["status"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        if warn is not None:
+            warn(f"{path} is damaged ({type(error).__name__}: {error}): the job counts as not finished")
+        return None
+    return metrics
+
+
 def record_crash(workdir: Path, hparams: dict[str, Any], error: str, wall_time_s: float) -> None:
     """Leave a crashed sweep job's trace: metrics.json with its error, and a failed HParams session."""
+    metrics = {
+        "status": Status.CRASHED.value,
+        "error": error,
+        "steps": None,
+        "loss": None,
+        "train_accuracy": None,
+        "val_accuracy": None,
+        "test_accuracy": None,
+        "wall_time_s": round(wall_time_s, 3),
+        "objective": 0.0,
+    }
     writer = RunWriter(Path(workdir) / "tb")
     try:
-        writer.hparams(hparams, status="crashed")
+        writer.final(metrics)
+        writer.session(hparams, Status.CRASHED)
     finally:
         writer.close()
-    write_metrics(
-        workdir,
-        {
-            "status": "crashed",
-            "error": error,
-            "steps": None,
-            "loss": None,
-            "train_accuracy": None,
-            "val_accuracy": None,
-            "test_accuracy": None,
-            "wall_time_s": round(wall_time_s, 3),
-            "objective": 0.0,
-        },
-    )
+    write_metrics(workdir, metrics)
 
 
 def _hparams_summary(tag: str, **content: Any) -> Summary:
@@ -121,11 +166,13 @@ def _hparams_summary(tag: str, **content: Any) -> Summary:
     return Summary(value=[Summary.Value(tag=f"_hparams_/{tag}", metadata=metadata)])
 
 
-def write_experiment(logdir: Path, domains: dict[str, list | tuple], metrics: tuple[str, ...]) -> None:
-    """Declare a sweep's hyperparameters and metrics for TensorBoard's HParams dashboard, in `logdir`.
-
-    `domains` maps each swept key to its listed values or to a (low, high) interval. Earlier event files
-    directly in `logdir` are replaced, so that a regenerated summary leaves exactly one experiment.
+def write_sweep_run(
+    folder: Path, domains: dict[str, list | tuple], metrics: tuple[str, ...], objectives: list[float]
+) -> None:
+    """A sweep's own TensorBoard run in `folder`: the HParams experiment, which declares each swept
+    key's domain (its listed values, or a (low, high) interval) and the metrics, so that the HParams
+    dashboard shows those columns; and `sweep/objective` and `sweep/best_objective` of the k-th job to
+    finish at step k, so that the run has data of its own. Earlier event files in `folder` are replaced.
     """
     infos = []
     for key, domain in domains.items():
@@ -145,11 +192,16 @@ def write_experiment(logdir: Path, domains: dict[str, list | tuple], metrics: tu
         kind = DataType.Value("DATA_TYPE_FLOAT64" if numeric else "DATA_TYPE_STRING")
         infos.append(HParamInfo(name=key, type=kind, domain_discrete=values))
     metric_infos = [MetricInfo(name=MetricName(tag=m)) for m in metrics]
-    logdir = Path(logdir)
-    for old in logdir.glob("events.out.tfevents.*"):
+    folder = Path(folder)
+    for old in folder.glob("events.out.tfevents.*"):
         old.unlink()
-    with SummaryWriter(str(logdir)) as writer:
+    with SummaryWriter(str(folder)) as writer:
         summary = _hparams_summary(
             "experiment", experiment=Experiment(hparam_infos=infos, metric_infos=metric_infos)
         )
         writer._get_file_writer().add_summary(summary)
+        best = float("-inf")
+        for k, objective in enumerate(objectives, 1):
+            best = max(best, objective)
+            writer.add_scalar("sweep/objective", objective, k)
+            writer.add_scalar("sweep/best_objective", best, k)

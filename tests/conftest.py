@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from sweeper import config
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
@@ -37,12 +39,13 @@ FAST = [
 
 
 def results(metrics: dict) -> dict:
-    """A run's metrics without its timings, which vary from run to run."""
-    return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "timings")}
+    """A run's metrics without its timings (and the attempts' wall times), which vary from run to run."""
+    return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "timings", "attempts")}
 
 
 def compose_config(*overrides: str, return_hydra: bool = False):
     """The real `conf/config.yaml` with overrides, as `python run.py ...` would see it."""
+    config.register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=return_hydra)
 

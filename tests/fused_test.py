@@ -10,14 +10,15 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from conftest import FAST, compose_config, kill_when, results, run_cli
 from omegaconf import OmegaConf
 
-from hydra_plugins.sweeper_fused import FusedLauncher, chunks, default_rungs
-from sweeper import checkpoint, config, data, fused, model, summary, train
+from hydra_plugins.sweeper_fused.fused_launcher import FusedLauncher
+from sweeper import checkpoint, config, data, fused, model, program, step, summary, train
 from sweeper.config import ConfigError
+from sweeper.controllers import Halving, default_rungs
+from sweeper.fused import chunks
 
 # Fused vs alone: XLA may sum the vmapped products in another order, so the runs can differ in the
 # last bits. Measured here: identical accuracies, losses within 2e-7 relative, parameters within 1e-6.
@@ -82,18 +83,19 @@ def test_a_padded_group_ends_where_each_config_ends_alone(tmp_path, alone, seeds
 def test_padded_units_stay_exactly_zero():
     width = 16
     graphdef, _ = model.abstract(width)
-    optimizer = train.optimizer_factory(cfg_of().optimizer)
-    inject = optax.inject_hyperparams(optimizer)(learning_rate=0.01)
-    params = [fused.resize(train.init_run(h, 0)[0], width) for h in (8, 16)]
-    state = fused.GroupState(
-        fused._stack(params), fused._stack([inject.init(p) for p in params]), jnp.ones(2, bool), np.int32(0)
+    make_optimizer = step.optimizer_factory(cfg_of().optimizer)
+    params = [model.resize(step.init_run(h, 0)[0], width) for h in (8, 16)]
+    opt_states = [make_optimizer(0.01).init(p) for p in params]
+    state = step.TrainState(
+        program._stack(params), program._stack(opt_states), jnp.ones(2, bool), np.int32(0)
     )
     mask = np.stack([np.arange(width) < h for h in (8, 16)]).astype(np.float32)
-    settings = fused.MemberSettings(jnp.asarray([0.1, 0.1]), mask)
+    hyper = step.Hyper(jnp.asarray([0.01, 0.01]), jnp.asarray([0.1, 0.1]), mask)
     images = np.random.default_rng(0).integers(0, 256, (64, 3072), dtype=np.uint8)
-    data = train.DeviceData(jnp.asarray(images), jnp.asarray(np.arange(64) % 10), jnp.zeros(3072))
+    data = step.DeviceData(jnp.asarray(images), jnp.asarray(np.arange(64) % 10), jnp.zeros(3072))
     batches = np.arange(5 * 32).reshape(5, 32) % 64
-    state, (losses, _) = fused.make_group_segment(graphdef, inject)(state, settings, data, batches, steps=5)
+    segment = step.make_segment(graphdef, make_optimizer, stacked=True)
+    state, (losses, _) = segment(state, hyper, data, batches)
     narrow = jax.tree.map(lambda x: np.asarray(x[0]), state.params)
     assert np.isfinite(np.asarray(losses)).all()
     assert (narrow["hidden"]["kernel"][...][8:] == 0).all() and (narrow["hidden"]["bias"][...][8:] == 0).all()
@@ -117,7 +119,7 @@ def test_a_diverging_member_is_frozen_and_the_rest_are_unaffected(tmp_path, alon
 def test_successive_halving_keeps_the_best_and_prunes_the_rest(tmp_path):
     lrs = ("0.0001", "0.0003", "0.001", "0.003")
     workdirs = [tmp_path / f"lr={lr}" for lr in lrs]
-    halving = fused.Halving(rungs=(50, 100), keep=0.5)
+    halving = Halving(rungs=(50, 100), keep=0.5)
     got = fused.train_group([cfg_of(f"lr={lr}") for lr in lrs], workdirs, halving=halving)
     statuses = [m["status"] for m in got]
     assert sorted(statuses) == ["ok", "pruned", "pruned", "pruned"]
@@ -132,14 +134,14 @@ def test_successive_halving_keeps_the_best_and_prunes_the_rest(tmp_path):
     assert halving.survivors(4) == 2 and halving.survivors(1) == 1
 
 
-def model_val(workdir: Path, step: int) -> float:
-    """Validation accuracy of a job's checkpoint at `step`, evaluated from the file."""
-    payload = checkpoint.load(workdir / "checkpoints" / f"step_{step}.pkl")
+def model_val(workdir: Path, at: int) -> float:
+    """Validation accuracy of a job's checkpoint at step `at`, evaluated from the file."""
+    payload = checkpoint.load(workdir / "checkpoints" / f"step_{at}.pkl")
     hidden = model.hidden_size(payload["params"])
     graphdef, template = model.abstract(hidden)
     params = checkpoint.restore_params(payload, template, workdir)
     dataset = data.load(OmegaConf.create(payload["config"])["data"])
-    return train.accuracy(graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"])
+    return step.accuracy(graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"])
 
 
 def test_a_fused_member_continues_alone(tmp_path):
@@ -150,14 +152,16 @@ def test_a_fused_member_continues_alone(tmp_path):
     assert_same_run(continued, straight, tmp_path / "a", tmp_path / "straight", 300)
 
 
-def test_group_configs_must_differ_only_in_fusable_keys(tmp_path):
-    with pytest.raises(ConfigError, match="differ only in lr, reg, seed and hidden"):
-        fused.train_group([cfg_of(), cfg_of("batch_size=50")], [tmp_path / "a", tmp_path / "b"])
+def test_configs_that_differ_in_other_keys_train_in_separate_programs(tmp_path):
+    got = fused.train_group([cfg_of(), cfg_of("batch_size=50")], [tmp_path / "a", tmp_path / "b"])
+    assert [m["timings"]["fused_jobs"] for m in got] == [1, 1]
+    alone = train.train_and_evaluate(cfg_of("batch_size=50"), tmp_path / "alone")
+    assert_same_run(got[1], alone, tmp_path / "b", tmp_path / "alone", 200)
     with pytest.raises(ConfigError, match="needs data.val_size > 0"):
         fused.train_group(
             [cfg_of("data.val_size=0"), cfg_of("data.val_size=0", "lr=0.01")],
             [tmp_path / "c", tmp_path / "d"],
-            halving=fused.Halving((50,), 0.5),
+            halving=Halving((50,), 0.5),
         )
 
 

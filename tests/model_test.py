@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sweeper import model, train
+from sweeper import data, model, step
 
 # A normal truncated at +-2 sigma without variance correction keeps this fraction of its stddev.
 TRUNCATED_STD = 0.8796
@@ -16,7 +16,7 @@ TRUNCATED_STD = 0.8796
 
 def init(hidden: int, seed: int):
     graphdef, _ = model.abstract(hidden)
-    params, order_seed = train.init_run(hidden, seed)
+    params, order_seed = step.init_run(hidden, seed)
     return graphdef, params, order_seed
 
 
@@ -59,7 +59,7 @@ def test_loss_matches_a_hand_computation():
     x = rng.normal(0, 50, (6, 3072)).astype(np.float32)
     labels = np.array([0, 3, 9, 1, 1, 7])
     reg = 0.3
-    loss, logits = train.loss_fn(params, graphdef, jnp.asarray(x), jnp.asarray(labels), reg)
+    loss, logits = step.loss_fn(params, graphdef, jnp.asarray(x), jnp.asarray(labels), reg)
 
     p = {
         k: {n: np.asarray(v, np.float64) for n, v in layer.items()}
@@ -85,7 +85,7 @@ def test_biases_are_not_regularised():
 
 
 def test_each_image_once_per_epoch_and_seeded():
-    order = train.BatchOrder(np.array([1, 2], np.uint32), num_images=1050, batch_size=100)
+    order = data.BatchOrder(np.array([1, 2], np.uint32), num_images=1050, batch_size=100)
     assert order.steps_per_epoch == 10  # the remainder of 50 is skipped, as the article's generator does
     epoch0 = order.indices(0, 10)
     assert epoch0.shape == (10, 100) and len(np.unique(epoch0)) == 1000
@@ -93,7 +93,7 @@ def test_each_image_once_per_epoch_and_seeded():
     assert len(np.unique(epoch1)) == 1000 and not np.array_equal(epoch0, epoch1)  # reshuffled
     # Any window of steps gives the same batches as the whole, across the epoch boundary too.
     np.testing.assert_array_equal(order.indices(7, 13), np.concatenate([epoch0[7:], epoch1[:3]]))
-    again = train.BatchOrder(np.array([1, 2], np.uint32), 1050, 100)
+    again = data.BatchOrder(np.array([1, 2], np.uint32), 1050, 100)
     np.testing.assert_array_equal(again.indices(0, 20), order.indices(0, 20))
-    other = train.BatchOrder(np.array([1, 3], np.uint32), 1050, 100)
+    other = data.BatchOrder(np.array([1, 3], np.uint32), 1050, 100)
     assert not np.array_equal(other.indices(0, 10), epoch0)

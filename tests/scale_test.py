@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from sweeper.callbacks import configure_parallel_workers
+from sweeper.pruning import storage
 
 pytestmark = pytest.mark.slow
 SWEEP = [*FAST, "max_steps=100"]
@@ -28,7 +29,7 @@ def job_metrics(sweep_dir: Path) -> dict[str, dict]:
 
 
 def completed_trials(sweep_dir: Path) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name="sweeper", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    study = optuna.load_study(study_name="sweeper", storage=storage(str(sweep_dir / "optuna.journal")))
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
@@ -47,7 +48,7 @@ def test_optuna_study_searches_logs_and_compares_in_tensorboard(tmp_path):
         assert trial.params["hidden"] in (120, 240, 480)
     assert (tmp_path / "summary.md").is_file() and "Best config" in result.stdout
 
-    events = EventAccumulator(str(tmp_path))
+    events = EventAccumulator(str(tmp_path / "sweep_progress"))
     events.Reload()
     content = events.SummaryMetadata("_hparams_/experiment").plugin_data.content
     infos = {h.name: h for h in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos}
@@ -84,7 +85,7 @@ def test_an_interrupted_optuna_study_continues_to_its_total(tmp_path):
 
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"has {len(first)} finished trials: running {4 - len(first)} more" in rerun.stdout
+    assert f": {len(first)} finished trials, {4 - len(first)} to run (n_trials=4)" in rerun.stdout
     trials = completed_trials(tmp_path)
     assert len(trials) == 4  # the study's total, not 4 more
     assert {t.number: t.params for t in trials if t.number in first} == first  # earlier trials kept

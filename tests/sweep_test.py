@@ -22,7 +22,7 @@ JOBS = ["hidden=16,seed=0", "hidden=16,seed=1", "hidden=32,seed=0", "hidden=32,s
 
 
 def job_dir(sweep: Path, name: str) -> Path:
-    """Job folders carry the fixed overrides too: find the one whose name has `name`'s parts."""
+    """The job folder whose name has `name`'s parts (names carry the swept keys only)."""
     parts = set(name.split(","))
     (found,) = [p for p in sweep.iterdir() if p.is_dir() and parts <= set(p.name.split(","))]
     return found
@@ -43,7 +43,7 @@ def sweep(tmp_path_factory):
 
 def test_jobs_are_named_by_their_overrides(sweep):
     sweep_dir, result = sweep
-    names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    names = sorted(p.name for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
     assert len(names) == 4 and all("=" in n for n in names)
     for name in JOBS:
         folder = job_dir(sweep_dir, name)
@@ -135,21 +135,21 @@ def test_tensorboard_serves_runs_scalars_and_the_hparams_experiment(sweep):
             except OSError:
                 pass
             time.sleep(0.5)
-        # Every run under its overrides' name, plus the sweep root holding the experiment.
-        assert sorted(runs) == sorted([f"{job_dir(sweep_dir, n).name}/tb" for n in JOBS] + ["."])
+        # Every run under its overrides' name, plus the sweep's own run holding the experiment.
+        assert sorted(runs) == sorted([f"{job_dir(sweep_dir, n).name}/tb" for n in JOBS] + ["sweep_progress"])
         tags = _get(f"{base}/plugin/scalars/tags")
         for name in JOBS:
-            assert {"loss", "train_accuracy", "val_accuracy", "test_accuracy"} <= tags[
+            assert {"loss/train", "accuracy/train", "accuracy/val", "accuracy/test"} <= tags[
                 f"{job_dir(sweep_dir, name).name}/tb"
             ].keys()
 
         experiment = _get(f"{base}/plugin/hparams/experiment", {"experimentName": ""})
         domains = {h["name"]: h.get("domainDiscrete") for h in experiment["hparamInfos"]}
-        assert domains == {"hidden": [16.0, 32.0], "seed": [0.0, 1.0]}
+        assert domains == {"hidden": [16.0, 32.0], "seed": [0.0, 1.0], "status": ["ok"]}
         assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {
-            "val_accuracy",
-            "test_accuracy",
-            "loss",
+            "accuracy/val",
+            "accuracy/test",
+            "loss/train",
         }
 
         groups = _get(
@@ -169,8 +169,8 @@ def test_tensorboard_serves_runs_scalars_and_the_hparams_experiment(sweep):
             folder = sweep_dir / session["name"].removesuffix("/tb")
             values = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
             expected = metrics_of(folder)
-            assert values["val_accuracy"] == pytest.approx(expected["val_accuracy"], abs=1e-6)
-            assert values["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1e-6)
+            assert values["accuracy/val"] == pytest.approx(expected["val_accuracy"], abs=1e-6)
+            assert values["accuracy/test"] == pytest.approx(expected["test_accuracy"], abs=1e-6)
             assert f"hidden={int(group['hparams']['hidden'])}" in folder.name
     finally:
         server.terminate()

@@ -59,19 +59,28 @@ def test_tensorboard_events(cli_run):
     events = EventAccumulator(str(tb), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
-    assert {"loss", "train_accuracy", "val_accuracy", "test_accuracy"} <= set(tags["scalars"])
-    assert [e.step for e in events.Scalars("loss")] == [0, 50, 100, 150, 200, 250]
-    assert [e.step for e in events.Scalars("test_accuracy")] == [300]
-    assert [e.step for e in events.Scalars("val_accuracy")] == [0, 50, 100, 150, 200, 250, 300]
+    assert {"loss/train", "accuracy/train", "accuracy/val", "accuracy/test"} <= set(tags["scalars"])
+    # Log points before each step's update, then the run's final value (what HParams shows) at its end.
+    assert [e.step for e in events.Scalars("loss/train")] == [0, 50, 100, 150, 200, 250, 300]
+    assert [e.step for e in events.Scalars("accuracy/test")] == [300]
+    assert [e.step for e in events.Scalars("accuracy/val")] == [0, 50, 100, 150, 200, 250, 300]
     metrics = json.loads((workdir / "metrics.json").read_text())
-    assert events.Scalars("test_accuracy")[0].value == pytest.approx(metrics["test_accuracy"])
-    assert {"logits", "weights/hidden/kernel", "weights/output/kernel"} <= set(tags["histograms"])
+    assert events.Scalars("accuracy/test")[0].value == pytest.approx(metrics["test_accuracy"])
+    for tag, key in (
+        ("accuracy/train", "train_accuracy"),
+        ("accuracy/val", "val_accuracy"),
+        ("loss/train", "loss"),
+    ):
+        assert events.Scalars(tag)[-1].value == pytest.approx(metrics[key]), tag
+    tensors = {"tensors/logits", "tensors/weights/hidden/kernel", "tensors/weights/output/kernel"}
+    assert tensors <= set(tags["histograms"])
 
     content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
     start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
     assert start.hparams["hidden"].number_value == 32 and start.hparams["lr"].number_value == 0.001
     assert start.hparams["optimizer.name"].string_value == "sgd"
     assert start.hparams["data.train_size"].number_value == 1200 and "data.root" not in start.hparams
+    assert start.hparams["status"].string_value == "ok"
     content = events.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
     end = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info
     assert end.status == api_pb2.STATUS_SUCCESS
@@ -125,5 +134,5 @@ def test_histograms_of_a_run_blowing_up_do_not_crash_it(tmp_path):
     writer.close()
     events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
     events.Reload()
-    assert events.Tags()["histograms"] == ["huge"]  # NaN arrays are skipped, huge ones still recorded
-    assert events.Histograms("huge")[0].histogram_value.max == pytest.approx(1e22, rel=1e-6)
+    assert events.Tags()["histograms"] == ["tensors/huge"]  # NaN arrays are skipped, huge ones recorded
+    assert events.Histograms("tensors/huge")[0].histogram_value.max == pytest.approx(1e22, rel=1e-6)

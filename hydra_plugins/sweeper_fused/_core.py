@@ -1,0 +1,194 @@
+"""The fused launcher's work, imported only when it launches.
+
+It composes every job's config as Hydra's basic launcher does and asks the trainer (`hydra.launcher.
+trainer`, by default sweeper.fused) which jobs it can train: valid sweeper configs in train mode that
+have not finished. Those are locked (sweeper.locks: another process on the same sweep folder passes
+them over), their `.hydra/` record is written at once (so that a summary of a killed sweep lists
+them), and the trainer trains them as fused programs. As each one finishes, it goes through Hydra's
+own `run_job` (its record, the callbacks' progress lines, its JobReturn), with a task that returns
+the objective its program computed. Every other job runs through the task function, as the basic
+launcher runs it: another app's jobs, mode=eval, finished jobs, a group of one, or jobs whose fused
+training raised.
+"""
+
+# No `from __future__ import annotations` (see config.py).
+import contextlib
+import copy
+import importlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    idx: int
+    overrides: list[str]
+    config: DictConfig  # with its hydra node, as run_job takes it
+    output_dir: Path
+    task_cfg: DictConfig | None = None  # without the hydra node; set when the trainer accepts it
+    cfg_dict: dict[str, Any] | None = None
+    log_file: Path | None = None
+    result: JobReturn | None = None
+    lock: Any = field(default=None, repr=False)
+
+
+def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    setup_globals()
+    config = launcher.config
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    trainer = importlib.import_module(launcher.trainer)
+    jobs = [_compose(launcher, list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+    with contextlib.ExitStack() as held:
+        fusable = [job for job in jobs if _accept(trainer, job, held)]
+        pad_hidden = _pad_hidden(launcher)
+        groups = trainer.plan(
+            [j.cfg_dict for j in fusable], pad_hidden=pad_hidden, max_batch=launcher.max_batch
+        )
+        if not launcher.halving:  # a group of one gains nothing from fusing; halving ranks it with the rest
+            groups = [g for g in groups if len(g) > 1]
+        fused = [fusable[i] for g in groups for i in g]
+        fused_idx = {job.idx for job in fused}
+        for job in fusable:
+            if job.idx not in fused_idx:
+                job.lock.release()
+        if launcher.halving and any(j.task_cfg.data.val_size == 0 for j in fused):
+            from sweeper.config import ConfigError
+
+            raise ConfigError("hydra.launcher.halving ranks jobs by val accuracy: it needs data.val_size > 0")
+        log.info(
+            "Launching %d jobs: %d fused in %d program(s), %d one by one",
+            len(jobs),
+            len(fused),
+            len(groups),
+            len(jobs) - len(fused),
+        )
+        if fused:
+            _train(launcher, trainer, fused, "pad" if pad_hidden else "group")
+    for job in jobs:
+        if job.result is None:  # not fused, or its fused training failed
+            job.result = _run(launcher, job, launcher.task_function)
+    return [job.result for job in jobs]
+
+
+def _compose(launcher: Any, overrides: list[str], idx: int) -> Job:
+    """The job's config as the basic launcher composes it, and its folder."""
+    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+    with open_dict(config):
+        config.hydra.job.id = idx
+        config.hydra.job.num = idx
+    HydraConfig.instance().set_config(config)
+    output_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = str(output_dir.absolute())
+    log_file = OmegaConf.select(config, "hydra.job_logging.handlers.file.filename", default=None)
+    return Job(idx, overrides, config, output_dir, log_file=Path(log_file) if log_file else None)
+
+
+def _accept(trainer: Any, job: Job, held: contextlib.ExitStack) -> bool:
+    """Whether the trainer takes `job`; then it is locked for this process until it ends."""
+    task_cfg = copy.deepcopy(job.config)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    cfg_dict = trainer.accepts(task_cfg, job.output_dir)
+    if cfg_dict is None:
+        return False
+    from sweeper.locks import JobLock
+
+    lock = JobLock(job.output_dir)
+    if not lock.acquire():  # another process trains it; the task function will say so and skip it
+        return False
+    held.callback(lock.release)
+    OmegaConf.update(task_cfg, "resume", True)  # as every sweep job does
+    job.task_cfg, job.cfg_dict, job.lock = task_cfg, cfg_dict, lock
+    return True
+
+
+def _pad_hidden(launcher: Any) -> bool:
+    if launcher.hidden == "auto":
+        import jax
+
+        # Measured on a 2-core CPU: grouping by width beats padding (padding costs about the extra
+        # arithmetic); on an accelerator a single small program is dispatch-bound and padding wins.
+        launcher.hidden = "group" if jax.default_backend() == "cpu" else "pad"
+        log.info("fused launcher: hidden=%s on %s", launcher.hidden, jax.default_backend())
+    return launcher.hidden == "pad"
+
+
+def _write_record(job: Job) -> None:
+    """The job's `.hydra/` config and overrides now, as run_job writes them, so that the sweep's summary
+    lists it while it trains (run_job rewrites them when it ends)."""
+    subdir = job.config.hydra.output_subdir
+    if subdir is None:
+        return
+    folder = job.output_dir / str(subdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(job.task_cfg))
+    (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(job.config.hydra.overrides.task))
+
+
+def _train(launcher: Any, trainer: Any, jobs: list[Job], hidden: str) -> None:
+    from sweeper.controllers import Halving, default_rungs
+
+    for job in jobs:
+        _write_record(job)
+    cfg = jobs[0].task_cfg
+    if cfg.jax_cache_dir:
+        from sweeper.train import enable_compilation_cache
+
+        enable_compilation_cache(cfg.jax_cache_dir)
+    halving = None
+    if launcher.halving:
+        halving = Halving(launcher.rungs or default_rungs(cfg.max_steps, launcher.keep), launcher.keep)
+    fmt = OmegaConf.select(jobs[0].config, "hydra.job_logging.formatters.simple.format", default=None)
+
+    def ended(i: int, metrics: dict[str, Any]) -> None:
+        job = jobs[i]
+        job.lock.release()
+        job.result = _run(launcher, job, lambda _cfg, value=metrics["objective"]: value)
+
+    try:
+        trainer.train_group(
+            [j.task_cfg for j in jobs],
+            [j.output_dir for j in jobs],
+            hidden=hidden,
+            max_batch=launcher.max_batch,
+            halving=halving,
+            log_files=[j.log_file for j in jobs],
+            log_format=fmt or trainer.LOG_FORMAT,
+            device_data=launcher.device_data,
+            on_end=ended,
+        )
+    except Exception as error:  # the jobs not done yet run one by one, each reporting its own error
+        from sweeper.cli import one_line, user_errors
+
+        left = [j for j in jobs if j.result is None]
+        log.warning("fused training failed (%s): running %d job(s) one by one", one_line(error), len(left))
+        if not isinstance(error, user_errors()):  # a bug: keep its traceback
+            log.warning("fused training failed", exc_info=True)
+        for job in left:
+            job.lock.release()
+        configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+
+
+def _run(launcher: Any, job: Job, task: Any) -> JobReturn:
+    """The job through Hydra's own run_job: its record, the callbacks, its JobReturn."""
+    log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
+    result = run_job(
+        hydra_context=launcher.hydra_context,
+        task_function=task,
+        config=job.config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    return result

@@ -1,0 +1,92 @@
+"""Fail fast on sizes that cannot fit: what a run, or a fused group, needs in memory, before any work.
+
+The estimate counts what training holds at once, in float32: parameters, optimizer state, gradients
+and the new parameters of a step; the step's activations and those of an evaluation chunk; and the
+dataset on the device (uint8 images). It is an estimate to refuse the impossible with one line
+(`hidden=100000000` needs 1.2 TB for its weights alone), not a promise that what passes fits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sweeper.config import CIFAR10_TRAIN_SIZE, ConfigError, train_set_size
+
+IMAGE_SIZE, NUM_CLASSES, FLOAT = 3072, 10, 4
+EVAL_CHUNK = 5000  # as sweeper.step evaluates
+OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}  # parameter-sized buffers each optimizer keeps
+
+
+def dataset_bytes(data_cfg: Any) -> int:
+    """The dataset on the device: uint8 images, int32 labels, the float32 mean image."""
+    if data_cfg.name == "cifar10":
+        images = CIFAR10_TRAIN_SIZE + 10_000
+    else:
+        images = data_cfg.train_size + data_cfg.test_size
+    return images * (IMAGE_SIZE + 4) + IMAGE_SIZE * FLOAT
+
+
+def member_bytes(cfg: Any) -> int:
+    """What one run adds while it trains: its state and its step's working memory."""
+    hidden = cfg.hidden
+    params = (IMAGE_SIZE + 1 + NUM_CLASSES) * hidden + NUM_CLASSES
+    copies = 3 + OPTIMIZER_COPIES.get(cfg.optimizer.name, 2)  # params, gradients, new params, optimizer
+    batch = min(cfg.batch_size, train_set_size(cfg.data))
+    activations = batch * (IMAGE_SIZE + 3 * hidden + 2 * NUM_CLASSES) + EVAL_CHUNK * (hidden + NUM_CLASSES)
+    return (copies * params + activations) * FLOAT
+
+
+def needed_bytes(cfg: Any, members: int = 1) -> int:
+    """The estimate for `members` runs of `cfg` trained together (a single run: 1)."""
+    return dataset_bytes(cfg.data) + members * member_bytes(cfg)
+
+
+def available_bytes() -> tuple[int, str]:
+    """(bytes, where): the default device's memory on an accelerator, else the host's available memory."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+            return free, f"{device.device_kind} memory"
+    return host_available_bytes(), "available host memory"
+
+
+def host_available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def check_fits(cfg: Any, members: int = 1) -> None:
+    """Raise ConfigError, naming the key and the estimate, when `members` runs of `cfg` cannot fit."""
+    need = needed_bytes(cfg, members)
+    have, where = available_bytes()
+    if need > have:
+        group = f"{members} fused runs of " if members > 1 else ""
+        raise ConfigError(
+            f"hidden={cfg.hidden} needs about {human(need)} for {group}this model and data, more than the "
+            f"{human(have)} of {where}: choose a smaller hidden (or batch_size)"
+        )
+
+
+def members_that_fit(cfg: Any, fraction: float = 0.5) -> int:
+    """How many runs of `cfg` fit in one fused program, within `fraction` of the memory available."""
+    have, _ = available_bytes()
+    return max(1, int((have * fraction - dataset_bytes(cfg.data)) // member_bytes(cfg)))

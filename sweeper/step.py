@@ -1,0 +1,221 @@
+"""The maths of training and evaluation: loss, one gradient step, a scanned segment of steps, predictions.
+
+Pure functions over plain pytrees. A segment advances one run's state, or the states of K runs stacked
+on a leading member axis (`jax.vmap` around the same step); the learning rate and L2 constant are
+arrays, so that members differ in them, and a schedule changes them, without recompiling.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from sweeper import data, model
+from sweeper.config import ConfigError
+
+EVAL_CHUNK = 5000  # images per evaluation call: bounds the float32 activations to ~60 MB
+
+
+class DeviceData(NamedTuple):
+    """Training images (uint8) and labels resident on the device, and the float32 mean image."""
+
+    images: jax.Array
+    labels: jax.Array
+    mean_image: jax.Array
+
+
+class DeviceSplits(NamedTuple):
+    """A dataset on the device: training data, and (images, labels) of the val and test splits."""
+
+    train: DeviceData
+    val: tuple[jax.Array, jax.Array]
+    test: tuple[jax.Array, jax.Array]
+
+
+def to_device(dataset: data.Dataset) -> DeviceSplits:
+    """Copy a loaded dataset to the default device, once per process."""
+    return DeviceSplits(
+        DeviceData(
+            jnp.asarray(dataset.train_images),
+            jnp.asarray(dataset.train_labels),
+            jnp.asarray(dataset.mean_image),
+        ),
+        (jnp.asarray(dataset.val_images), jnp.asarray(dataset.val_labels)),
+        (jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels)),
+    )
+
+
+def optimizer_factory(opt: Any) -> Callable[[Any], optax.GradientTransformation]:
+    """`learning_rate -> optax optimizer` for the optimizer config `opt` (sgd, momentum or adam).
+
+    The learning rate may be a traced array: none of these keeps it in its state.
+    """
+    if opt.name == "sgd":
+        return lambda learning_rate: optax.sgd(learning_rate)
+    if opt.name == "momentum":
+        return lambda learning_rate: optax.sgd(learning_rate, momentum=opt.momentum, nesterov=opt.nesterov)
+    if opt.name == "adam":
+        return lambda learning_rate: optax.adam(learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+    raise ConfigError(f"optimizer.name must be sgd, momentum or adam, got {opt.name!r}")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init_run(hidden: int, seed: int | jax.Array) -> tuple[nnx.State, jax.Array]:
+    """(initial params, data-order seed words), both derived from the one root key `seed`."""
+    init_key, order_key = jax.random.split(jax.random.key(seed))
+    return model.init_params(hidden, init_key), jax.random.key_data(order_key)
+
+
+def preprocess(images: jax.Array, mean_image: jax.Array) -> jax.Array:
+    """uint8 pixels to float32 on the 0..255 scale minus the training mean image: the article's only step."""
+    return images.astype(jnp.float32) - mean_image
+
+
+def loss_fn(
+    params: nnx.State, graphdef: nnx.GraphDef, x: jax.Array, labels: jax.Array, reg: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy + reg * sum(W^2)/2 over the weight matrices; returns (loss, logits)."""
+    logits = nnx.merge(graphdef, params)(x)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return cross_entropy + reg * model.l2_penalty(params), logits
+
+
+class TrainState(NamedTuple):
+    """What a segment changes, donated to it: parameters, optimizer state, whether the loss has stayed
+    finite (a run whose loss did not is frozen), and the step. Stacked: a leading member axis."""
+
+    params: nnx.State
+    opt_state: optax.OptState
+    alive: jax.Array
+    step: jax.Array
+
+
+class Hyper(NamedTuple):
+    """The per-run constants of a segment: learning rate, L2 constant, and, where narrower runs are
+    padded to a common width, the mask of each run's own hidden units (else None)."""
+
+    lr: jax.Array
+    reg: jax.Array
+    unit_mask: jax.Array | None
+
+
+def gradient_step(
+    graphdef: nnx.GraphDef,
+    make_optimizer: Callable[[Any], optax.GradientTransformation],
+    params: nnx.State,
+    opt_state: optax.OptState,
+    alive: jax.Array,
+    hyper: Hyper,
+    batch_idx: jax.Array,
+    train: DeviceData,
+) -> tuple[nnx.State, optax.OptState, jax.Array, jax.Array, jax.Array]:
+    """One optimizer step on the batch `batch_idx`: (params, opt_state, alive, loss, batch accuracy), the
+    loss and accuracy measured before the update, as the article logs them. A run whose loss is not
+    finite keeps its state from before this step."""
+    x = preprocess(train.images[batch_idx], train.mean_image)
+    labels = train.labels[batch_idx]
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, graphdef, x, labels, hyper.reg)
+    updates, new_opt_state = make_optimizer(hyper.lr).update(grads, opt_state, params)
+    if hyper.unit_mask is not None:
+        updates = model.mask_units(updates, hyper.unit_mask)
+    new_params = optax.apply_updates(params, updates)
+    alive = alive & jnp.isfinite(loss)
+    keep = lambda new, old: jnp.where(alive, new, old)  # noqa: E731
+    new_params = jax.tree.map(keep, new_params, params)
+    new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    return new_params, new_opt_state, alive, loss, jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+def make_segment(
+    graphdef: nnx.GraphDef, make_optimizer: Callable[[Any], optax.GradientTransformation], stacked: bool
+) -> Callable:
+    """A jitted `segment(state, hyper, train, batch_indices) -> (state, (losses, accuracies))` that runs
+    one step per row of `batch_indices`, with `state` donated.
+
+    Stacked, every leaf of `state` and `hyper` has a leading member axis; `batch_indices` is (steps,
+    batch) when the members share their batches (one seed: XLA merges their products into one wide
+    matmul) or (steps, members, batch); losses and accuracies come back as (steps, members).
+    """
+    one_run = functools.partial(gradient_step, graphdef, make_optimizer)
+
+    def step(state: TrainState, batch_idx: jax.Array, hyper: Hyper, train: DeviceData):
+        run = one_run
+        if stacked:
+            run = jax.vmap(one_run, in_axes=(0, 0, 0, 0, 0 if batch_idx.ndim == 2 else None, None))
+        params, opt_state, alive, loss, accuracy = run(
+            state.params, state.opt_state, state.alive, hyper, batch_idx, train
+        )
+        return TrainState(params, opt_state, alive, state.step + 1), (loss, accuracy)
+
+    def segment(state: TrainState, hyper: Hyper, train: DeviceData, batch_indices: jax.Array):
+        return jax.lax.scan(functools.partial(step, hyper=hyper, train=train), state, batch_indices)
+
+    return jax.jit(segment, donate_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def predict(graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, mean_image: jax.Array):
+    """Logits for a batch of uint8 images."""
+    return nnx.merge(graphdef, params)(preprocess(images, mean_image))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def count_correct(
+    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
+) -> jax.Array:
+    """How many `images` are classified correctly, in chunks of EVAL_CHUNK inside one compiled loop.
+
+    The last chunk is slid back to end at the last image and its already-counted rows masked out, so
+    every chunk has one static shape and nothing is padded or copied.
+    """
+    n = images.shape[0]
+    chunk = min(EVAL_CHUNK, n)
+
+    def count(i, correct):
+        start = i * chunk
+        begin = jnp.minimum(start, n - chunk)
+        x = jax.lax.dynamic_slice_in_dim(images, begin, chunk)
+        y = jax.lax.dynamic_slice_in_dim(labels, begin, chunk)
+        hits = jnp.argmax(predict(graphdef, params, x, mean_image), axis=-1) == y
+        fresh = begin + jnp.arange(chunk) >= start
+        return correct + jnp.sum(hits & fresh)
+
+    return jax.lax.fori_loop(0, -(-n // chunk), count, 0)
+
+
+def accuracy(
+    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
+) -> float:
+    """Fraction of `images` classified correctly."""
+    return int(count_correct(graphdef, params, images, labels, mean_image)) / len(images)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def stacked_count_correct(graphdef, params, images, labels, mean_image) -> jax.Array:
+    """(members,) how many `images` each member of stacked `params` classifies correctly."""
+    count = lambda p: count_correct(graphdef, p, images, labels, mean_image)  # noqa: E731
+    return jax.vmap(count)(params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def stacked_logits(graphdef, params, images, batch_idx, mean_image) -> jax.Array:
+    """(members, batch, 10) logits of each member of stacked `params` on its batch `batch_idx[member]`."""
+    logits = lambda p, idx: predict(graphdef, p, images[idx], mean_image)  # noqa: E731
+    return jax.vmap(logits)(params, batch_idx)
+
+
+def weight_tensors(params: Any) -> dict[str, np.ndarray]:
+    """The parameters by TensorBoard tag (`weights/hidden/kernel`, ...), for histograms."""
+    pure = params if isinstance(params, dict) else nnx.to_pure_dict(params)
+    return {
+        f"weights/{layer}/{name}": np.asarray(value)
+        for layer, leaves in pure.items()
+        for name, value in leaves.items()
+    }
