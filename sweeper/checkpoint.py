@@ -1,7 +1,8 @@
 """Pickle checkpoints: one self-describing dict of numpy arrays and plain values (no Orbax).
 
     checkpoints/step_<N>.pkl = {format, step, params (nested dict), opt_state (list of leaves),
-                                mean_image, data_order, config, history, attempts, versions}
+                                mean_image, data_order, config, history, attempts, last_losses,
+                                versions}
 
 Saved atomically; loaded through the restricted unpickler, so a checkpoint cannot run code.
 """
@@ -57,6 +58,7 @@ def save(
     config: dict,
     history: dict | None = None,
     attempts: list | None = None,
+    last_losses: Any = None,
 ) -> Path:
     """Write `checkpoints/step_<step>.pkl` atomically and return its path."""
     to_numpy = lambda x: np.asarray(jax.device_get(x))  # noqa: E731
@@ -70,6 +72,7 @@ def save(
         "config": config,
         "history": history or {},  # a schedule and lineage, where the run has them (plain values)
         "attempts": attempts or [],  # what earlier attempts of the run cost, up to this checkpoint
+        "last_losses": None if last_losses is None else to_numpy(last_losses),  # of the segment before
         "versions": versions(),
     }
     path = path_for(directory, step)
@@ -163,7 +166,7 @@ def restore_latest(
         try:
             payload = load(path)
         except CheckpointError as error:
-            logger.warning("cannot resume from %s (%s): trying an earlier checkpoint", path, error)
+            logger.warning("cannot resume from it: %s; trying an earlier checkpoint", error)
             continue
         params = restore_params(payload, params, path)
         opt_state = restore_opt_state(payload, opt_state, path)

@@ -45,13 +45,22 @@ def run(cfg: Any) -> float:
     """
     hydra_cfg = HydraConfig.get()
     workdir = Path(hydra_cfg.runtime.output_dir)
-    with signals.graceful_stop():
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return sweep_job(cfg, workdir)
-        try:
-            return _run(cfg, workdir)
-        except user_errors() as error:
-            exit_with(error)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        with signals.graceful_stop():
+            if multirun:
+                return sweep_job(cfg, workdir)
+            try:
+                return _run(cfg, workdir)
+            except user_errors() as error:
+                exit_with(error)
+    except signals.Interrupted as stopped:
+        stopped.resume_hint = (
+            f"run the same command with hydra.sweep.dir={workdir.parent} to continue"
+            if multirun
+            else f"continue with resume=true hydra.run.dir={workdir}"
+        )
+        raise
 
 
 def sweep_job(cfg: Any, workdir: Path) -> float:
@@ -123,16 +132,6 @@ def exit_with(error: BaseException) -> NoReturn:
     sys.exit(2)
 
 
-def _resume_hint() -> str:
-    try:
-        hydra_cfg = HydraConfig.get()
-    except ValueError:
-        return "run the same command again with resume=true to continue"
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        return f"run the same command with hydra.sweep.dir={hydra_cfg.sweep.dir} to continue"
-    return f"continue with resume=true hydra.run.dir={hydra_cfg.runtime.output_dir}"
-
-
 def main(hydra_main: Callable[[], Any]) -> None:
     """Call a `@hydra.main` function; bad overrides become one line on stderr and exit status 2, a stop
     signal ends it after a checkpoint with the shell's status for that signal (128 + its number)."""
@@ -147,5 +146,5 @@ def main(hydra_main: Callable[[], Any]) -> None:
             except user_errors() as error:
                 exit_with(error)
     except signals.Interrupted as stopped:
-        print(f"{stopped}: every run still training was checkpointed; {_resume_hint()}", file=sys.stderr)
+        print(f"{stopped}: every run still training was checkpointed; {stopped.resume_hint}", file=sys.stderr)
         sys.exit(stopped.exit_code)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sweeper.config import ConfigError
 from sweeper.engine import Controller, Engine
 from sweeper.status import Status
 
@@ -40,6 +41,10 @@ class Halving(Controller):
     def checkpoint_at(self, step: int) -> bool:
         return step in self.rungs  # survivors too: a resumed sweep must not cut them again
 
+    def start(self, programs: list) -> None:
+        if rungs := sorted(self.stops(programs[0].members[0].cfg.max_steps)):
+            log.info("successive halving at steps %s keeping %g", rungs, self.keep)
+
     def act(self, engine: Engine, step: int) -> None:
         if step not in self.rungs:
             return
@@ -61,3 +66,92 @@ class Halving(Controller):
             )
         log.info("rung at step %d: %d of %d jobs go on, %d pruned", step, keep, len(candidates), len(pruned))
         engine.end_members(pruned, Status.PRUNED)
+
+
+@dataclass(frozen=True)
+class PopulationBasedTraining(Controller):
+    """Population-based training inside one fused program (Jaderberg et al., 2017, truncation selection).
+
+    Every `interval` steps the members are ranked by validation accuracy; each of the worst `quantile`
+    copies the parameters and optimizer state of a member of the best `quantile` (a gather on the
+    member axis, no files) and trains on with that member's lr and reg, each multiplied by one of
+    `factors` drawn at random. A member whose loss stops being finite is replaced the same way at once
+    instead of ending `diverged`. Each member's `schedule` (lr and reg from each step on, along its
+    ancestry) and `lineage` (which member it copied, when) go into its checkpoints and metrics.json; a
+    member's schedule replayed as a single run (`schedule=...`, same seed) retraces it. Random choices
+    come from (`seed`, step), so a resumed population decides as the uninterrupted one did.
+    """
+
+    interval: int
+    quantile: float
+    factors: tuple[float, ...]
+    seed: int
+
+    def start(self, programs: list) -> None:
+        """Check the population and give fresh members their initial schedule and lineage."""
+        members = [m for p in programs for m in p.members]
+        if len(programs) != 1:
+            raise ConfigError(
+                "population-based training copies members into each other inside one program: give the "
+                "population one width (or hydra.launcher.hidden=pad) and max_batch >= its size"
+            )
+        if len({m.cfg.seed for m in members}) > 1:
+            raise ConfigError(
+                "population-based training needs one seed for the whole population (sweep lr and reg)"
+            )
+        if any(m.cfg.data.val_size == 0 for m in members):
+            raise ConfigError("population-based training ranks by val accuracy: it needs data.val_size > 0")
+        for m in members:
+            if "lineage" not in m.history:  # not resumed: its own hyperparameters from step 0
+                m.history = {"schedule": [{"step": 0, "lr": m.lr, "reg": m.reg}], "lineage": []}
+
+    def stops(self, max_steps: int) -> set[int]:
+        return set(range(self.interval, max_steps, self.interval))
+
+    def checkpoint_at(self, step: int) -> bool:
+        return step % self.interval == 0  # after the exploit: a resumed population must not redo it
+
+    def rescue(self, engine: Engine, step: int, diverged: list[tuple]) -> list[tuple]:
+        if diverged:
+            program = diverged[0][0]
+            self._exploit(program, step, [row for _, row in diverged], reason="diverged")
+        return []
+
+    def act(self, engine: Engine, step: int) -> None:
+        if step % self.interval or step >= engine.schedule.max_steps:
+            return
+        for program in {id(p): p for p, _ in engine.members_at(step)}.values():
+            rows = [j for j, m in enumerate(program.members) if m.status is None]
+            if len(rows) < 2:
+                continue
+            val = program.val_accuracies()[rows]
+            count = max(1, int(self.quantile * len(rows)))
+            order = [rows[i] for i in np.argsort(-val, kind="stable")]
+            self._exploit(program, step, order[-count:], sources=order[:count], reason="exploit")
+
+    def _exploit(self, program, step: int, targets: list[int], *, reason: str, sources=None) -> None:
+        """Members `targets` copy a random one of `sources` (default: the best by val accuracy) and
+        perturb its hyperparameters."""
+        if sources is None:
+            val = program.val_accuracies()
+            sources = [j for j in np.argsort(-val, kind="stable") if j not in targets][:1]
+        if not sources:
+            return
+        rng = np.random.default_rng([self.seed, step, len(targets)])
+        copies = [int(sources[rng.integers(len(sources))]) for _ in targets]
+        for target, source in zip(targets, copies, strict=True):
+            dst, src = program.members[target], program.members[source]
+            lr = src.lr * float(rng.choice(self.factors))
+            reg = src.reg * float(rng.choice(self.factors))
+            dst.history = {
+                "schedule": [c for c in src.history["schedule"] if c["step"] < step]
+                + [{"step": step, "lr": lr, "reg": reg}],
+                "lineage": [*src.history["lineage"], {"step": step, "from": src.name, "reason": reason}],
+            }
+            dst.lr, dst.reg, dst.val_step, dst.last_losses = lr, reg, None, src.last_losses
+            dst.record.log.info(
+                "step %d: copied %s (%s), now lr %.6g reg %.6g", step, src.name, reason, lr, reg
+            )
+        program.copy_rows(targets, copies)
+        program.set_hyperparameters()
+        log.info("step %d: %d member(s) copied the best (%s)", step, len(targets), reason)

@@ -71,6 +71,9 @@ class Schedule:
 class Controller:
     """Something that acts on members during training. Subclasses override what they need."""
 
+    def start(self, programs: list[Program]) -> None:
+        """Check and prepare the members before training (raise ConfigError to refuse them)."""
+
     def stops(self, max_steps: int) -> set[int]:
         """Steps at which the loop must stop for this controller."""
         return set()
@@ -78,6 +81,13 @@ class Controller:
     def checkpoint_at(self, step: int) -> bool:
         """Whether members still training get a checkpoint at `step` (after `act`)."""
         return False
+
+    def rescue(
+        self, engine: Engine, step: int, diverged: list[tuple[Program, int]]
+    ) -> list[tuple[Program, int]]:
+        """Given the (program, row) members whose loss stopped being finite, return those that should
+        end `diverged` (the others were dealt with)."""
+        return diverged
 
     def act(self, engine: Engine, step: int) -> None:
         """Act on the members at `step` (engine.members_at(step)), after their segment."""
@@ -106,6 +116,8 @@ class Engine:
         on_end: Callable[[Member], None] | None = None,
     ):
         self.programs, self.controllers = programs, list(controllers)
+        for controller in self.controllers:
+            controller.start(programs)
         stops = set().union(*(c.stops(schedule.max_steps) for c in self.controllers))
         stops |= {c["step"] for p in programs for m in p.members for c in m.history.get("schedule", [])}
         self.schedule = Schedule(
@@ -136,6 +148,8 @@ class Engine:
                 self._segment_end(stop)
                 if not any(p.members for p in self.programs):
                     break
+        for program in self.programs:  # resumed from a checkpoint at max_steps: only the record is missing
+            self.end(program, self._training_rows(program), Status.OK)
         return members
 
     def _advance(self, program: Program, stop: int) -> None:
@@ -167,11 +181,15 @@ class Engine:
 
     def _segment_end(self, stop: int) -> None:
         at_stop = [p for p in self.programs if p.members and p.step == stop]
+        diverged = [
+            (p, j) for p in at_stop for j, m in enumerate(p.members) if not np.isfinite(m.last_losses).all()
+        ]
+        for controller in self.controllers:
+            diverged = controller.rescue(self, stop, diverged)
+        for program, j in diverged:
+            program.members[j].record.log.warning("loss is not finite by step %d: status diverged", stop)
+        self.end_members(diverged, Status.DIVERGED)
         for program in at_stop:
-            diverged = [j for j, m in enumerate(program.members) if not np.isfinite(m.last_losses).all()]
-            for j in diverged:
-                program.members[j].record.log.warning("loss is not finite by step %d: status diverged", stop)
-            self.end(program, diverged, Status.DIVERGED)
             self._apply_schedules(program)
         for controller in self.controllers:
             controller.act(self, stop)
@@ -300,6 +318,7 @@ class Engine:
                 data_order=member.order.state(program.step),
                 history=member.history,
                 attempts=[*member.attempts, self._attempt(program, member)],
+                last_losses=member.last_losses,
             )
 
     def _interrupt(self) -> None:

@@ -12,8 +12,9 @@ padded to the widest (`hidden="pad"`) or kept in a program each (`"group"`); a p
 any member resumes, or goes on alone, from its checkpoints. Importable without Hydra.
 
 Without controllers the programs train one after another, so that members finish (and show up) as
-early as possible. Successive halving ranks all members at each rung, so then every program of the
-same schedule trains in lockstep, in one engine.
+early as possible. Successive halving ranks all members at each rung, and population-based training
+ranks and copies them, so with either every program of the same schedule trains in lockstep, in one
+engine.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sweeper import config, data, memory, step
-from sweeper.controllers import Halving
+from sweeper.controllers import Halving, PopulationBasedTraining
 from sweeper.engine import Controller, Engine, Schedule
 from sweeper.program import Member, Program, new_member
 from sweeper.pruning import TrialPruning, has_trial
@@ -122,6 +123,7 @@ def train_group(
     hidden: str = "pad",
     max_batch: int | None = None,
     halving: Halving | None = None,
+    pbt: PopulationBasedTraining | None = None,
     log_files: list[Path | None] | None = None,
     log_format: str = LOG_FORMAT,
     device_data: dict | None = None,
@@ -140,6 +142,8 @@ def train_group(
         raise config.ConfigError(f"hidden must be pad or group, got {hidden!r}")
     if halving and any(cfg.data.val_size == 0 for cfg in cfgs):
         raise config.ConfigError("successive halving ranks by val accuracy: it needs data.val_size > 0")
+    if halving and pbt:
+        raise config.ConfigError("successive halving and population-based training do not mix: choose one")
     files = log_files or [None] * len(cfgs)
     records = [
         RunRecord(cfg, w, member_logger(f, log_format))
@@ -155,8 +159,9 @@ def train_group(
             on_end(index[member.record.workdir], member.metrics)
 
     try:
-        for cohort in _cohorts(groups, cfgs, together=halving is not None):
-            members += _train_cohort(cohort, cfgs, records, halving, _DeviceData(device_data), ended)
+        controllers = [c for c in (halving, pbt) if c is not None]
+        for cohort in _cohorts(groups, cfgs, together=bool(controllers)):
+            members += _train_cohort(cohort, cfgs, records, controllers, _DeviceData(device_data), ended)
     finally:
         for record in records:
             record.close()
@@ -181,7 +186,7 @@ def _train_cohort(
     cohort: list[list[int]],
     cfgs: list[Any],
     records: list[RunRecord],
-    halving: Halving | None,
+    controllers: list[Controller],
     device_data: _DeviceData,
     on_end: Callable[[Member], None],
 ) -> list[Member]:
@@ -201,14 +206,13 @@ def _train_cohort(
         # Members resumed from different steps cannot share a scan: each start gets its own program.
         by_start = itertools.groupby(sorted(group_members, key=lambda m: m.start), key=lambda m: m.start)
         for _, part in by_start:
-            programs.append(_program(list(part), splits, halving))
+            programs.append(_program(list(part), splits))
         members += group_members
     for m in members:
         m.record.open(m.start)
     cfg = cfgs[cohort[0][0]]
-    controllers: list[Controller] = [halving] if halving else []
     if any(has_trial(m.cfg) for m in members):
-        controllers.append(TrialPruning(members))
+        controllers = [*controllers, TrialPruning(members)]
     engine = Engine(
         programs,
         Schedule.of(cfg),
@@ -230,16 +234,14 @@ def _train_cohort(
     return members
 
 
-def _program(members: list[Member], splits: step.DeviceSplits, halving: Halving | None) -> Program:
+def _program(members: list[Member], splits: step.DeviceSplits) -> Program:
     program = Program(members, splits, stacked=True)
-    rungs = sorted(r for r in halving.stops(members[0].cfg.max_steps) if r > program.step) if halving else []
     log.info(
-        "fused program: %d jobs, width %d%s, from step %d%s",
+        "fused program: %d jobs, width %d%s, from step %d",
         len(members),
         program.width,
         " (narrower members padded and masked)" if program.padded else "",
         program.step,
-        f", halving at steps {rungs} keeping {halving.keep:g}" if halving else "",
     )
     for m in members:
         m.record.log.info("fused with %d jobs in one program (width %d)", len(members), program.width)

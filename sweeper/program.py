@@ -76,6 +76,7 @@ def new_member(cfg: Any, record: RunRecord, num_train: int) -> Member:
     member = Member(cfg, record, order, start, (params, opt_state), float(cfg.lr), float(cfg.reg))
     member.history = history
     member.attempts = list(saved.get("attempts", []))
+    member.last_losses = saved.get("last_losses")
     member.lr, member.reg = member.hyperparameters_at(start)
     return member
 
@@ -228,10 +229,11 @@ class Program:
 
     def copy_rows(self, dst: list[int], src: list[int]) -> None:
         """Members `dst` take the parameters and optimizer state of members `src` (stacked only)."""
-        params, opt_state = _copy_rows(
-            (self.state.params, self.state.opt_state), jnp.asarray(dst), jnp.asarray(src)
+        state = self.state
+        params, opt_state, alive = _copy_rows(
+            (state.params, state.opt_state, state.alive), jnp.asarray(dst), jnp.asarray(src)
         )
-        self.state = self.state._replace(params=params, opt_state=opt_state)
+        self.state = step.TrainState(params, opt_state, alive, state.step)
 
     def set_hyperparameters(self) -> None:
         """Take each member's `lr` and `reg` into the program (after a controller changed them)."""

@@ -18,6 +18,7 @@ from sweeper.status import Status
 log = logging.getLogger(__name__)
 
 PRUNED_ATTR = "sweeper_pruned"  # set on a trial its job stopped because the pruner said so
+PRUNER_ATTR = "sweeper_pruner"  # the study's pruner config, for the jobs that report to it
 
 
 def storage(url: str) -> Any:
@@ -34,11 +35,16 @@ def storage(url: str) -> Any:
 
 
 def open_trial(trial_cfg: Any) -> Any:
-    """The study trial a job was given (`trial.storage`, `trial.study_name`, `trial.number`)."""
+    """The study trial a job was given (`trial.storage`, `trial.study_name`, `trial.number`), judged by
+    the pruner the study was created with (the sweeper keeps its config among the study's attributes:
+    a pruner belongs to the process's Study object, not to the storage)."""
     import optuna
+    from hydra.utils import instantiate
 
     store = storage(trial_cfg.storage)
-    study = optuna.load_study(study_name=trial_cfg.study_name, storage=store)
+    spec = optuna.load_study(study_name=trial_cfg.study_name, storage=store).user_attrs.get(PRUNER_ATTR)
+    pruner = instantiate(spec) if spec else optuna.pruners.NopPruner()
+    study = optuna.load_study(study_name=trial_cfg.study_name, storage=store, pruner=pruner)
     study_id = store.get_study_id_from_name(trial_cfg.study_name)
     trial_id = store.get_trial_id_from_study_id_trial_number(study_id, int(trial_cfg.number))
     return optuna.trial.Trial(study, trial_id)

@@ -74,11 +74,12 @@ class RunRecord:
         write_metrics(self.workdir, metrics)
         if metrics["test_accuracy"] is not None:
             self.log.info("test accuracy %.4f", metrics["test_accuracy"])
-        t = metrics["timings"]
+        t, attempts = metrics["timings"], len(metrics.get("attempts", ()))
         self.log.info(
-            "status %s, total time %.1f s (data %.1f s, compile %.1f s, %d steps in %.1f s)",
+            "status %s, total time %.1f s%s (data %.1f s, compile %.1f s, %d steps in %.1f s)",
             metrics["status"],
             metrics["wall_time_s"],
+            f" over {attempts} attempts" if attempts > 1 else "",
             t["data_s"],
             t["compile_s"],
             t["steps_run"],

@@ -32,6 +32,7 @@ class Interrupted(BaseException):
 
     def __init__(self, signum: int):
         self.signum = signum
+        self.resume_hint = "run the same command again to continue"  # set where the run's folder is known
         super().__init__(f"stopped by {signal.Signals(signum).name}")
 
     @property

@@ -168,8 +168,23 @@ def _fmt(mean: float | None, std: float | None, digits: int = 4) -> str:
 def command_for(row: Row) -> str:
     """A ready-to-paste command that trains `row`'s config alone: its first job's overrides but the
     seed and what means something only in a sweep (the sweep config, the Optuna trial)."""
+    job = row.jobs[0]
+    schedule = (job.metrics or {}).get("schedule", [])
+    if len(schedule) > 1:  # it changed lr/reg as it trained (population-based training): replay that
+        return replay_command(job, schedule)
     skip = (SEED_KEY, *SWEEP_ONLY_KEYS)
-    overrides = [o for o in row.jobs[0].overrides if override_key(o) not in skip]
+    overrides = [o for o in job.overrides if override_key(o) not in skip]
+    return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
+
+
+def replay_command(job: Job, schedule: list[dict]) -> str:
+    """A single run that retraces `job`'s schedule from step 0: its first lr and reg, then each change
+    (exact values: a replay reproduces the run only with the same numbers), with the job's seed."""
+    skip = ("lr", "reg", "schedule", *SWEEP_ONLY_KEYS)
+    overrides = [o for o in job.overrides if override_key(o) not in skip]
+    first, changes = schedule[0], schedule[1:]
+    steps = ",".join(f"{{step:{c['step']},lr:{c['lr']!r},reg:{c['reg']!r}}}" for c in changes)
+    overrides += [f"lr={first['lr']!r}", f"reg={first['reg']!r}", f"schedule=[{steps}]"]
     return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
 
 

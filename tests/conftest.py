@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
+import json
 import pickle
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +77,39 @@ def kill_when(args: list[str], ready, timeout: float = 180) -> None:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+@contextlib.contextmanager
+def tensorboard_server(logdir: Path, runs: int):
+    """A real TensorBoard on 127.0.0.1 over `logdir`, once it lists `runs` runs: yields (get, run names),
+    `get(path, body=None)` answering its /data API (POST with a JSON body)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--load_fast=false", "--reload_interval", "1"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def get(path: str, body: dict | None = None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/data{path}", data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline, names = time.monotonic() + 90, []
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                names = get("/runs")
+                if len(names) >= runs:
+                    break
+            time.sleep(0.5)
+        yield get, names
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 class _Py2StrPickler(pickle._Pickler):

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, kill_when, results, run_cli
+from conftest import FAST, ROOT, kill_when, results, run_cli, tensorboard_server
 
 from sweeper import checkpoint, summary
 
@@ -90,60 +87,18 @@ def test_summary_regenerates_from_the_folder(sweep):
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def test_tensorboard_serves_runs_scalars_and_the_hparams_experiment(sweep):
     sweep_dir, _ = sweep
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(sweep_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--load_fast=false",
-            "--reload_interval",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/data"
-    try:
-        deadline, runs = time.monotonic() + 90, []
-        while time.monotonic() < deadline:
-            try:
-                runs = _get(f"{base}/runs")
-                if len(runs) == 5:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
+    with tensorboard_server(sweep_dir, runs=5) as (get, runs):
         # Every run under its overrides' name, plus the sweep's own run holding the experiment.
         assert sorted(runs) == sorted([f"{job_dir(sweep_dir, n).name}/tb" for n in JOBS] + ["sweep_progress"])
-        tags = _get(f"{base}/plugin/scalars/tags")
+        tags = get("/plugin/scalars/tags")
         for name in JOBS:
             assert {"loss/train", "accuracy/train", "accuracy/val", "accuracy/test"} <= tags[
                 f"{job_dir(sweep_dir, name).name}/tb"
             ].keys()
 
-        experiment = _get(f"{base}/plugin/hparams/experiment", {"experimentName": ""})
+        experiment = get("/plugin/hparams/experiment", {"experimentName": ""})
         domains = {h["name"]: h.get("domainDiscrete") for h in experiment["hparamInfos"]}
         assert domains == {"hidden": [16.0, 32.0], "seed": [0.0, 1.0], "status": ["ok"]}
         assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {
@@ -152,8 +107,8 @@ def test_tensorboard_serves_runs_scalars_and_the_hparams_experiment(sweep):
             "loss/train",
         }
 
-        groups = _get(
-            f"{base}/plugin/hparams/session_groups",
+        groups = get(
+            "/plugin/hparams/session_groups",
             {
                 "experimentName": "",
                 "startIndex": 0,
@@ -172,9 +127,6 @@ def test_tensorboard_serves_runs_scalars_and_the_hparams_experiment(sweep):
             assert values["accuracy/val"] == pytest.approx(expected["val_accuracy"], abs=1e-6)
             assert values["accuracy/test"] == pytest.approx(expected["test_accuracy"], abs=1e-6)
             assert f"hidden={int(group['hparams']['hidden'])}" in folder.name
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_diverged_and_crashed_jobs_do_not_stop_the_sweep(tmp_path):

@@ -54,8 +54,8 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         groups = trainer.plan(
             [j.cfg_dict for j in fusable], pad_hidden=pad_hidden, max_batch=launcher.max_batch
         )
-        if not launcher.halving:  # a group of one gains nothing from fusing; halving ranks it with the rest
-            groups = [g for g in groups if len(g) > 1]
+        if not (launcher.halving or launcher.pbt.get("interval")):
+            groups = [g for g in groups if len(g) > 1]  # a group of one gains nothing from fusing alone
         fused = [fusable[i] for g in groups for i in g]
         fused_idx = {job.idx for job in fused}
         for job in fusable:
@@ -73,7 +73,15 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
             len(jobs) - len(fused),
         )
         if fused:
-            _train(launcher, trainer, fused, "pad" if pad_hidden else "group")
+            from sweeper import signals
+
+            try:
+                _train(launcher, trainer, fused, "pad" if pad_hidden else "group")
+            except signals.Interrupted as stopped:
+                stopped.resume_hint = (
+                    f"run the same command with hydra.sweep.dir={config.hydra.sweep.dir} to continue"
+                )
+                raise
     for job in jobs:
         if job.result is None:  # not fused, or its fused training failed
             job.result = _run(launcher, job, launcher.task_function)
@@ -137,7 +145,7 @@ def _write_record(job: Job) -> None:
 
 
 def _train(launcher: Any, trainer: Any, jobs: list[Job], hidden: str) -> None:
-    from sweeper.controllers import Halving, default_rungs
+    from sweeper.controllers import Halving, PopulationBasedTraining, default_rungs
 
     for job in jobs:
         _write_record(job)
@@ -146,9 +154,15 @@ def _train(launcher: Any, trainer: Any, jobs: list[Job], hidden: str) -> None:
         from sweeper.train import enable_compilation_cache
 
         enable_compilation_cache(cfg.jax_cache_dir)
-    halving = None
+    halving = pbt = None
     if launcher.halving:
         halving = Halving(launcher.rungs or default_rungs(cfg.max_steps, launcher.keep), launcher.keep)
+    if launcher.pbt.get("interval"):
+        settings = launcher.pbt
+        factors = tuple(float(f) for f in settings.get("factors", (0.8, 1.25)))
+        pbt = PopulationBasedTraining(
+            int(settings["interval"]), float(settings.get("quantile", 0.25)), factors, cfg.seed
+        )
     fmt = OmegaConf.select(jobs[0].config, "hydra.job_logging.formatters.simple.format", default=None)
 
     def ended(i: int, metrics: dict[str, Any]) -> None:
@@ -163,6 +177,7 @@ def _train(launcher: Any, trainer: Any, jobs: list[Job], hidden: str) -> None:
             hidden=hidden,
             max_batch=launcher.max_batch,
             halving=halving,
+            pbt=pbt,
             log_files=[j.log_file for j in jobs],
             log_format=fmt or trainer.LOG_FORMAT,
             device_data=launcher.device_data,

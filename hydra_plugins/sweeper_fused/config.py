@@ -5,9 +5,16 @@ Hydra imports every plugin module on every app's start: this one imports nothing
 
 # No `from __future__ import annotations`: Hydra executes plugin modules outside sys.modules, where
 # dataclasses cannot resolve string annotations.
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class PopulationBasedTrainingConf:
+    interval: int = 0  # every `interval` steps the worst members copy the best; 0: off
+    quantile: float = 0.25  # the fraction that copies, and the fraction copied from
+    factors: list[float] = field(default_factory=lambda: [0.8, 1.25])  # lr and reg perturbations
 
 
 @dataclass
@@ -23,6 +30,7 @@ class FusedLauncherConf:
     halving: bool = False  # successive halving across every program of the sweep
     keep: float = 0.5  # fraction kept at each rung
     rungs: list[int] | None = None  # steps of the rungs; null: max_steps * keep**2 and max_steps * keep
+    pbt: PopulationBasedTrainingConf = field(default_factory=PopulationBasedTrainingConf)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="sweeper")

@@ -10,6 +10,7 @@ start, so it imports nothing but Hydra.
 # No `from __future__ import annotations` (see config.py).
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
@@ -28,6 +29,7 @@ class FusedLauncher(Launcher):
         halving: bool = False,
         keep: float = 0.5,
         rungs: list[int] | None = None,
+        pbt: Any = None,
     ) -> None:
         from sweeper.config import ConfigError
 
@@ -39,9 +41,15 @@ class FusedLauncher(Launcher):
             raise ConfigError(f"hydra.launcher.keep must be in (0, 1), got {keep}")
         if rungs is not None and any(int(r) < 1 for r in rungs):
             raise ConfigError(f"hydra.launcher.rungs must be steps >= 1, got {list(rungs)}")
+        pbt = dict(pbt or {})
+        if pbt.get("interval", 0) < 0 or not 0 < pbt.get("quantile", 0.25) <= 0.5:
+            raise ConfigError(f"hydra.launcher.pbt needs interval >= 0 and quantile in (0, 0.5], got {pbt}")
+        if pbt.get("interval") and halving:
+            raise ConfigError("hydra.launcher: halving and pbt do not mix, choose one")
         self.trainer, self.max_batch, self.hidden = trainer, max_batch, hidden
         self.halving, self.keep = halving, keep
         self.rungs = None if rungs is None else tuple(sorted({int(r) for r in rungs}))
+        self.pbt = pbt
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sweeper.config import ConfigError
-from sweeper.pruning import PRUNED_ATTR, storage
+from sweeper.pruning import PRUNED_ATTR, PRUNER_ATTR, storage
 from sweeper.status import Status
 
 log = logging.getLogger(__name__)
@@ -118,17 +118,19 @@ def _open_study(sweeper: Any, url: str) -> tuple[Any, int]:
                 log.info("trial %d was cut off by an interruption: marked failed", trial.number)
     except KeyError:  # no such study yet
         pass
-    sampler_cfg = dict(sweeper.sampler)
+    sampler_cfg = OmegaConf.to_container(sweeper.sampler, resolve=True)
     if sampler_cfg.get("seed") is not None:  # a seeded sampler would replay the first attempt's suggestions
         sampler_cfg["seed"] = int(sampler_cfg["seed"]) + len(earlier)
     study = optuna.create_study(
         study_name=sweeper.study_name,
         storage=store,
         sampler=instantiate(sampler_cfg),
-        pruner=instantiate(dict(sweeper.pruner)) if sweeper.pruner else optuna.pruners.NopPruner(),
+        pruner=instantiate(sweeper.pruner) if sweeper.pruner else optuna.pruners.NopPruner(),
         direction=sweeper.direction,
         load_if_exists=True,
     )
+    pruner = OmegaConf.to_container(sweeper.pruner, resolve=True) if sweeper.pruner else None
+    study.set_user_attr(PRUNER_ATTR, pruner)  # the jobs judge their trials with the same pruner
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     return study, finished
 

@@ -19,13 +19,13 @@ from omegaconf import DictConfig
 class OptunaSweeper(Sweeper):
     def __init__(
         self,
-        sampler: dict[str, Any],
+        sampler: Any,
         direction: str = "maximize",
         storage: str | None = None,
         study_name: str = "sweeper",
         n_trials: int = 20,
         n_jobs: int = 1,
-        pruner: dict[str, Any] | None = None,
+        pruner: Any = None,
         report_key: str = "trial",
         params: dict[str, str] | None = None,
     ) -> None:
