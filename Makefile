@@ -2,7 +2,6 @@
 PYTHON ?= python
 LOGDIR ?= $(shell ls -dt multirun/*/* outputs/*/* 2>/dev/null | head -1)
 PORT ?= 6006
-C10 ?= /tmp/c10
 SEEDS ?= 1
 TRIALS ?= 20
 HALVING ?= false
@@ -11,7 +10,7 @@ comma := ,
 SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),seed=range(0$(comma)$(SEEDS)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke sweep sweep-fused sweep-optuna summary test bench bench-quick lint format tensorboard shared-data clean
+.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test bench bench-quick lint format tensorboard clean
 
 help:  ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,14 +34,17 @@ sweep:  ## the article's tuning grid, 27 jobs (SEEDS=3 repeats each config; ARGS
 sweep-fused:  ## the same grid trained as vmapped programs (hydra/launcher=fused); HALVING=true prunes as it goes
 	$(PYTHON) run.py -m sweep=article hydra/launcher=fused hydra.launcher.halving=$(HALVING) $(SEED_SWEEP) $(ARGS)
 
-sweep-optuna:  ## Bayesian search with Optuna (TRIALS=20); rerun with hydra.sweep.dir=... to continue a study
+sweep-optuna:  ## Optuna TPE search with pruning (TRIALS=20); rerun with hydra.sweep.dir=... to continue a study
 	$(PYTHON) run.py -m sweep=optuna hydra.sweeper.n_trials=$(TRIALS) $(ARGS)
+
+sweep-pbt:  ## population-based training: 16 members over lr and reg as one vmapped program
+	$(PYTHON) run.py -m sweep=pbt $(ARGS)
 
 summary:  ## rewrite summary.csv/.md/.png of the latest sweep (SWEEP=multirun/DATE/TIME for another)
 	@test -n "$(SWEEP)" || { echo "no sweeps yet: run 'make sweep' or set SWEEP=..."; exit 2; }
 	$(PYTHON) -m sweeper.summary "$(SWEEP)"
 
-test:  ## the test suite (no network, about 3 min on 2 cores)
+test:  ## the test suite (no network; about 10 min on 2 cores)
 	$(PYTHON) -m pytest -q
 
 bench:  ## speed and memory against a plain PyTorch loop and the GEMM peak -> benchmarks/RESULTS.md (~10 min)
@@ -63,10 +65,6 @@ format:  ## ruff: apply formatting and safe fixes
 tensorboard:  ## serve the latest run or sweep (LOGDIR=... to choose, PORT=6006)
 	@test -n "$(LOGDIR)" || { echo "no runs yet: run 'make run' or set LOGDIR=..."; exit 2; }
 	$(PYTHON) -m tensorboard.main --logdir "$(LOGDIR)" --port $(PORT)
-
-shared-data:  ## build ../shared/cifar10 into /tmp/c10 (C10=...): official layout + tarball
-	$(PYTHON) -m pip install -q pillow
-	$(PYTHON) ../shared/cifar10/build.py $(C10)
 
 clean:  ## remove outputs/, multirun/ and caches (not the downloaded data)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -14,13 +14,14 @@ from pathlib import Path  # noqa: E402
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from sweeper import train  # noqa: E402
+from sweeper import config, train  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main() -> None:
     workdir, overrides = sys.argv[1], sys.argv[2:]
+    config.register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     import_s = time.perf_counter() - STARTED  # interpreter, JAX/Flax/Hydra imports, config

@@ -153,16 +153,23 @@ def restore_opt_state(payload: dict, template: Any, path: Path) -> Any:
 
 
 def restore_latest(
-    directory: Path, params: nnx.State, opt_state: Any, data_order: dict, logger: logging.Logger
+    directory: Path,
+    params: nnx.State,
+    opt_state: Any,
+    data_order: dict,
+    logger: logging.Logger,
+    upto: int | None = None,
 ) -> tuple[nnx.State, Any, int, dict]:
-    """(params, opt_state, step, payload) from the newest checkpoint in `directory` that loads, or the
-    given ones at step 0 (and an empty payload) when there is none.
+    """(params, opt_state, step, payload) from the newest checkpoint in `directory` that loads (and is
+    not past step `upto`), or the given ones at step 0 (and an empty payload) when there is none.
 
     A checkpoint that cannot be read (cut short by a full disk, say) is passed over with a warning
     naming it, and left in place. One that loads but was written for another model, optimizer, seed,
     batch size or training set is refused: resuming from it would not continue the same run.
     """
     for step, path in all_steps(directory):
+        if upto is not None and step > upto:
+            continue
         try:
             payload = load(path)
         except CheckpointError as error:

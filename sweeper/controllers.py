@@ -86,6 +86,7 @@ class PopulationBasedTraining(Controller):
     quantile: float
     factors: tuple[float, ...]
     seed: int
+    one_program = True
 
     def start(self, programs: list) -> None:
         """Check the population and give fresh members their initial schedule and lineage."""

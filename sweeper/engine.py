@@ -71,6 +71,8 @@ class Schedule:
 class Controller:
     """Something that acts on members during training. Subclasses override what they need."""
 
+    one_program = False  # whether its members must share one program (then they resume from one step)
+
     def start(self, programs: list[Program]) -> None:
         """Check and prepare the members before training (raise ConfigError to refuse them)."""
 

@@ -132,9 +132,9 @@ def train_group(
     """Train `cfgs` as fused programs, each into its workdir; return each one's metrics.
 
     `hidden` is "pad" (one program for all widths) or "group" (a program per width); `max_batch` caps a
-    program's members (None: by memory, see `plan`). `device_data`
-    keeps datasets on the device across calls; `log_files` receive each member's log lines (else they
-    go to this module's logger); `on_end(i, metrics)` is called as soon as config i has finished.
+    program's members (None: by memory, see `plan`). `device_data` keeps datasets on the device across
+    calls; `log_files` receive each member's log lines (else they go to this module's logger);
+    `on_end(i, metrics)` is called as soon as config i has finished.
     """
     for cfg in cfgs:
         config.validate(cfg)
@@ -158,10 +158,11 @@ def train_group(
         if on_end is not None:
             on_end(index[member.record.workdir], member.metrics)
 
+    datasets = _DeviceData(device_data)
+    controllers = [c for c in (halving, pbt) if c is not None]
     try:
-        controllers = [c for c in (halving, pbt) if c is not None]
         for cohort in _cohorts(groups, cfgs, together=bool(controllers)):
-            members += _train_cohort(cohort, cfgs, records, controllers, _DeviceData(device_data), ended)
+            members += _train_cohort(cohort, cfgs, records, controllers, datasets, ended)
     finally:
         for record in records:
             record.close()
@@ -199,10 +200,13 @@ def _train_cohort(
         data_s = max(data_s, load_s)
         for i in group:
             records[i].log_config()
-        group_members = []
         for i in group:
             check_batch_size(cfgs[i], num_train)
-            group_members.append(new_member(cfgs[i], records[i], num_train))
+        group_members = [new_member(cfgs[i], records[i], num_train) for i in group]
+        if any(c.one_program for c in controllers) and len({m.start for m in group_members}) > 1:
+            # Killed between two members' checkpoints: all go back to the step they all reached.
+            upto = min(m.start for m in group_members)
+            group_members = [new_member(cfgs[i], records[i], num_train, upto) for i in group]
         # Members resumed from different steps cannot share a scan: each start gets its own program.
         by_start = itertools.groupby(sorted(group_members, key=lambda m: m.start), key=lambda m: m.start)
         for _, part in by_start:

@@ -57,8 +57,9 @@ class Member:
         return lr, reg
 
 
-def new_member(cfg: Any, record: RunRecord, num_train: int) -> Member:
-    """A run as its config says: initialised from `cfg.seed`, or resumed from its latest checkpoint."""
+def new_member(cfg: Any, record: RunRecord, num_train: int, upto: int | None = None) -> Member:
+    """A run as its config says: initialised from `cfg.seed`, or resumed from its latest checkpoint (not
+    past step `upto`)."""
     params, order_seed = step.init_run(cfg.hidden, cfg.seed)
     opt_state = step.optimizer_factory(cfg.optimizer)(cfg.lr).init(params)
     order = data.BatchOrder(order_seed, num_train, cfg.batch_size)
@@ -70,7 +71,7 @@ def new_member(cfg: Any, record: RunRecord, num_train: int) -> Member:
     start, saved = 0, {}
     if cfg.resume:
         params, opt_state, start, saved = checkpoint.restore_latest(
-            record.workdir / "checkpoints", params, opt_state, order.state(0), record.log
+            record.workdir / "checkpoints", params, opt_state, order.state(0), record.log, upto
         )
         history = saved.get("history") or history
     member = Member(cfg, record, order, start, (params, opt_state), float(cfg.lr), float(cfg.reg))

@@ -89,6 +89,8 @@ class RunRecord:
     def interrupted(self, step: int, signum: int, cost: dict[str, Any]) -> None:
         """Record a run stopped by a signal after its checkpoint at `step`: a rerun resumes it."""
         metrics = final_metrics(Status.INTERRUPTED, step, None, None) | cost
+        self.writer.final(metrics)  # the rerun purges these events past its start
+        self.writer.session(self.hparams, Status.INTERRUPTED)
         write_metrics(self.workdir, metrics)
         self.log.warning(
             "interrupted by %s at step %d: checkpoint written, a rerun resumes from it",

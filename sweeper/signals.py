@@ -77,7 +77,9 @@ def graceful_stop() -> Iterator[None]:
         if _depth == 1:
             previous = _previous.get(stopped.signum)
             _restore()
-            if callable(previous):  # e.g. submitit's: requeue the job now that its checkpoint is written
+            # e.g. submitit's: requeue the job now that its checkpoint is written; not Python's own
+            # SIGINT handler, which would only turn our Interrupted into a KeyboardInterrupt
+            if callable(previous) and previous is not signal.default_int_handler:
                 previous(stopped.signum, None)
         raise
     finally:

@@ -38,9 +38,13 @@ finally:
         del sys.modules["torch"]
 
 METRICS_FILE = "metrics.json"
-# A run's status as an HParams session status. TensorBoard has no "stopped early": a pruned run is
-# neither a success nor a failure, so it is shown as unknown; diverged and crashed runs are failures.
-SESSION_STATUS = {Status.OK: "STATUS_SUCCESS", Status.PRUNED: "STATUS_UNKNOWN"}
+# A run's status as an HParams session status. TensorBoard has no "stopped early": a pruned or
+# interrupted run is neither a success nor a failure, so it is unknown; diverged and crashed runs fail.
+SESSION_STATUS = {
+    Status.OK: "STATUS_SUCCESS",
+    Status.PRUNED: "STATUS_UNKNOWN",
+    Status.INTERRUPTED: "STATUS_UNKNOWN",
+}
 # The HParams metrics: TensorBoard shows each tag's last value, so a run's final values (metrics.json
 # key on the right) are written last, at the step it ended.
 METRIC_TAGS = {

@@ -112,6 +112,20 @@ def tensorboard_server(logdir: Path, runs: int):
         server.wait(timeout=30)
 
 
+def killed_and_rerun(args: list[str], tmp_path: Path, ready: str, count: int) -> tuple[Path, Path, set, str]:
+    """Run the sweep `args` whole into tmp_path/whole; run it into tmp_path/killed and SIGKILL it once
+    `count` files match the glob `ready` there; rerun it into that folder. Returns both folders, the jobs
+    that had finished when it was killed, and the rerun's output."""
+    whole = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr
+    killed = tmp_path / "killed"
+    kill_when([*args, f"hydra.sweep.dir={killed}"], lambda: len(list(killed.glob(ready))) >= count)
+    before = {p.parent.name for p in killed.glob("*/metrics.json")}
+    rerun = run_cli(*args, f"hydra.sweep.dir={killed}")
+    assert rerun.returncode == 0, rerun.stderr
+    return tmp_path / "whole", killed, before, rerun.stdout
+
+
 class _Py2StrPickler(pickle._Pickler):
     """Protocol 2 with bytes written as Python 2 `str`, as the official cPickle files are."""
 

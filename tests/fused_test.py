@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST, compose_config, kill_when, results, run_cli
+from conftest import FAST, compose_config, killed_and_rerun, results, run_cli
 from omegaconf import OmegaConf
 
 from hydra_plugins.sweeper_fused.fused_launcher import FusedLauncher
@@ -276,24 +276,14 @@ def test_jobs_that_cannot_be_fused_run_as_the_basic_launcher_runs_them(tmp_path,
 def test_a_killed_fused_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     args = ["-m", *FAST, "max_steps=600", "hidden=16,32", "lr=0.001,0.002", "histograms=false"]
     args += ["hydra/launcher=fused", "hydra.launcher.hidden=pad"]
-    whole = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'whole'}")
-    assert whole.returncode == 0, whole.stderr
-
-    killed = tmp_path / "killed"
-    kill_when(
-        [*args, f"hydra.sweep.dir={killed}"],
-        lambda: len(list(killed.glob("*/checkpoints/step_200.pkl"))) == 4,
-    )
-    assert not list(killed.glob("*/metrics.json"))
-
-    rerun = run_cli(*args, f"hydra.sweep.dir={killed}")
-    assert rerun.returncode == 0, rerun.stderr
-    assert "from step 200" in rerun.stdout or "from step 400" in rerun.stdout
-    expected, got = job_metrics(tmp_path / "whole"), job_metrics(killed)
+    whole, killed, finished, rerun = killed_and_rerun(args, tmp_path, "*/checkpoints/step_200.pkl", 4)
+    assert not finished
+    assert "from step 200" in rerun or "from step 400" in rerun
+    expected, got = job_metrics(whole), job_metrics(killed)
     assert got.keys() == expected.keys() and len(got) == 4
     for name in expected:
         assert results(got[name]) == results(expected[name]), name
-        a, b = params_of(tmp_path / "whole" / name, 600), params_of(killed / name, 600)
+        a, b = params_of(whole / name, 600), params_of(killed / name, 600)
         assert (a["hidden"]["kernel"] == b["hidden"]["kernel"]).all()
 
 

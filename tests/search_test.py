@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import FAST, compose_config, kill_when, results, run_cli
+from conftest import FAST, compose_config, killed_and_rerun, results, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
@@ -147,18 +147,26 @@ def jax_leaves(tree: dict) -> list:
 def test_a_killed_pbt_sweep_resumes_to_the_uninterrupted_population(tmp_path):
     args = ["-m", "sweep=pbt", *NOISY, "max_steps=300", "hidden=16", "hydra.launcher.pbt.interval=50"]
     args += ["lr=0.0001,0.0003,0.001,0.003", "reg=0.1,1.0"]
-    whole = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'whole'}")
-    assert whole.returncode == 0, whole.stderr
-    killed = tmp_path / "killed"
-    kill_when(
-        [*args, f"hydra.sweep.dir={killed}"],
-        lambda: len(list(killed.glob("*/checkpoints/step_150.pkl"))) == 8,
-    )
-    rerun = run_cli(*args, f"hydra.sweep.dir={killed}")
-    assert rerun.returncode == 0, rerun.stderr
-    expected, got = job_metrics(tmp_path / "whole"), job_metrics(killed)
+    whole, killed, _, _ = killed_and_rerun(args, tmp_path, "*/checkpoints/step_150.pkl", 8)
+    expected, got = job_metrics(whole), job_metrics(killed)
     assert got.keys() == expected.keys() and len(got) == 8
     for name in expected:
         assert results(got[name]) == results(expected[name]), name  # lineage and schedule included
     best = summary.summarize(killed, echo=False)[0]
     assert "schedule=[" in summary.command_for(best)
+
+
+def test_a_population_killed_between_two_checkpoints_resumes_from_the_step_all_reached(tmp_path):
+    cfgs = [compose_config(*NOISY, *o, "max_steps=100") for o in PBT_GRID]
+    workdirs = [tmp_path / f"m{i}" for i in range(4)]
+    pbt = PopulationBasedTraining(interval=50, quantile=0.25, factors=(0.8, 1.25), seed=0)
+    whole = fused.train_group(cfgs, workdirs, pbt=pbt)
+    for workdir in workdirs:  # as if SIGKILL came while the checkpoints at step 100 were being written
+        (workdir / "metrics.json").unlink()
+    (workdirs[0] / "checkpoints" / "step_100.pkl").unlink()
+    resumed = fused.train_group(
+        [compose_config(*NOISY, *o, "max_steps=100", "resume=true") for o in PBT_GRID], workdirs, pbt=pbt
+    )
+    for before, after in zip(whole, resumed, strict=True):
+        assert results(after) == results(before)
+    assert {m["timings"]["fused_jobs"] for m in resumed} == {4}  # still one program

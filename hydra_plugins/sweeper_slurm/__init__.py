@@ -1,0 +1,1 @@
+"""`hydra/launcher=slurm`: Hydra's submitit SLURM launcher, with its own wait (see slurm_launcher.py)."""

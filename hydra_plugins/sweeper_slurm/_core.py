@@ -1,0 +1,297 @@
+"""The SLURM launcher's work, imported only when it launches.
+
+`launch` submits the sweep as hydra_submitit_launcher's `BaseSubmititLauncher.launch` does (one array,
+the launcher itself pickled as each job's callable, so that submitit's USR2 handler requeues it through
+`checkpoint`), then `wait`s for the array itself instead of calling each job's `results()`:
+
+- a job whose result file exists returns its result (the JobReturn that Hydra's `run_job` made in the
+  job). A result that raises (an error outside the task) or a failed JobReturn (the task raised: a
+  sweep job records its own errors, so this is e.g. submitit's UncompletedJobError "timed-out too many
+  times", raised by its USR2 handler after the job checkpointed) becomes a failed job as below;
+- a job that `squeue` no longer lists and that has no result file `lost_after_s` later ended without a
+  result: cancelled (`scancel`), failed outside Python (a node failure, out of memory) or purged. It
+  becomes a failed job whose error names its SLURM id, its state where `sacct` knows it, and how to
+  resume it. A job being requeued stays listed (PENDING), so a preemption is waited out, not lost.
+
+submitit's own wait asks `sacct` instead of `squeue`: without accounting `sacct` fails, the state stays
+UNKNOWN and `results()` waits forever; with it, a cancelled job raises UncompletedJobError.
+
+The failed jobs are `UnfinishedJob` returns: their status is FAILED (Optuna fails the trial, the
+callbacks see a failure), but reading `return_value` gives None instead of raising, because Hydra's
+basic sweeper reads every result to raise the first failure, which would end the multirun before its
+`on_multirun_end` callbacks (sweeper's summary). A callback added for that end then exits with status 1
+and one line naming the jobs, after the summary is written.
+"""
+
+# No `from __future__ import annotations` (see config.py).
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SQUEUE_TIMEOUT_S = 60
+SHOWN = 5  # jobs named in the final line; the log names each one
+
+
+class SlurmJobLost(RuntimeError):
+    """A SLURM job of the sweep ended without a result: cancelled, failed outside Python, or lost."""
+
+
+@dataclass
+class UnfinishedJob(JobReturn):
+    """A failed job whose `return_value` is None instead of its error (see the module's docstring);
+    the error is in `error`."""
+
+    @property
+    def return_value(self) -> Any:
+        return self._return_value if self.status == JobStatus.COMPLETED else None
+
+    @return_value.setter
+    def return_value(self, value: Any) -> None:
+        self._return_value = value
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._return_value if isinstance(self._return_value, BaseException) else None
+
+
+class UnfinishedReport(Callback):
+    """Added to the multirun's callbacks by the launcher at its first unfinished job: once the others
+    have run (the summary), exit with status 1 and one line naming the jobs."""
+
+    def __init__(self, sweep_dir: str) -> None:
+        self.sweep_dir = sweep_dir
+        self.jobs: dict[str, str] = {}  # SLURM id: "SLURM id (job folder or overrides)"
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.jobs:
+            return
+        jobs = [self.jobs[job_id] for job_id in sorted(self.jobs, key=_id_order)]
+        shown = "; ".join(jobs[:SHOWN])
+        if len(self.jobs) > SHOWN:
+            shown += f"; and {len(self.jobs) - SHOWN} more"
+        print(
+            f"error: {len(self.jobs)} SLURM job(s) ended without a result (cancelled, failed or lost): "
+            f"{shown}; run the same command with hydra.sweep.dir={self.sweep_dir} to resume them",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """hydra_submitit_launcher's `BaseSubmititLauncher.launch` (1.2.0), up to the submission; then `wait`."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    assert launcher.config is not None
+    num_jobs = len(job_overrides)
+    assert num_jobs > 0
+    executor_name = launcher._EXECUTOR
+    params = launcher.params
+    init_params = {"folder": params["submitit_folder"]}
+    specific_init_keys = {"max_num_timeout"}
+    init_params.update(**{f"{executor_name}_{x}": y for x, y in params.items() if x in specific_init_keys})
+    init_keys = specific_init_keys | {"submitit_folder"}
+    executor = submitit.AutoExecutor(cluster=executor_name, **init_params)
+    baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {
+        x if x in baseparams else f"{executor_name}_{x}": y for x, y in params.items() if x not in init_keys
+    }
+    executor.update_parameters(**params)
+
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    log.info(f"Submitit '{executor_name}' sweep output dir : {sweep_dir}")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if "mode" in launcher.config.hydra.sweep:
+        os.chmod(sweep_dir, mode=int(str(launcher.config.hydra.sweep.mode), 8))
+
+    job_params: list[Any] = []
+    for idx, overrides in enumerate(job_overrides):
+        idx = initial_job_idx + idx
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        job_params.append(
+            (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+        )
+
+    jobs = executor.map_array(launcher, *zip(*job_params, strict=True))
+    log.info("SLURM job(s) %s: waiting for %d job(s)", _array_ids(jobs), num_jobs)
+    return wait(launcher, jobs, [list(o) for o in job_overrides])
+
+
+def wait(launcher: Any, jobs: Sequence[Any], job_overrides: list[list[str]]) -> list[JobReturn]:
+    """Every job's JobReturn, in order, once each has a result or is known to have ended without one."""
+    from sweeper import signals
+
+    returns: dict[int, JobReturn] = {}
+    unlisted_since: dict[int, float] = {}
+    squeue_failing = False
+    while True:
+        queued = _queued(jobs)
+        if queued is None and not squeue_failing:
+            log.warning("squeue failed: waiting for the SLURM controller to answer (jobs keep running)")
+        squeue_failing = queued is None
+        now = time.monotonic()
+        for i, job in enumerate(jobs):
+            if i in returns:
+                continue
+            if _has_result(job):
+                returns[i] = _result(launcher, job, job_overrides[i])
+            elif queued is None or job.job_id in queued:
+                unlisted_since.pop(i, None)
+            elif now - unlisted_since.setdefault(i, now) >= launcher.lost_after_s:
+                returns[i] = _lost(launcher, job, job_overrides[i])
+        if len(returns) == len(jobs):
+            return [returns[i] for i in range(len(jobs))]
+        try:
+            signals.check()  # Ctrl-C in Hydra's process (sweeper's cli turns it into a request)
+        except signals.Interrupted:
+            left = [job.job_id for i, job in enumerate(jobs) if i not in returns]
+            log.warning(
+                "stopped waiting: the SLURM job(s) %s go on (scancel %s stops them); running the same "
+                "command with hydra.sweep.dir=%s collects their results",
+                " ".join(left),
+                _array_ids(jobs),
+                launcher.config.hydra.sweep.dir,
+            )
+            raise
+        time.sleep(launcher.poll_s)
+
+
+def _id_order(job_id: str) -> tuple[int, ...]:
+    """`123_4` as (123, 4), for listing jobs in the array's order."""
+    return tuple(int(part) if part.isdigit() else -1 for part in job_id.split("_"))
+
+
+def _array_ids(jobs: Sequence[Any]) -> str:
+    return " ".join(sorted({job.job_id.split("_")[0] for job in jobs}))
+
+
+def _has_result(job: Any) -> bool:
+    folder = job.paths.folder
+    with contextlib.suppress(OSError):  # as submitit does: refresh a network file system's view of it
+        folder.chmod(folder.stat().st_mode)
+    return job.paths.result_pickle.exists()
+
+
+def _queued(jobs: Sequence[Any]) -> set[str] | None:
+    """The ids (`123_4`, or `123` for a single job) of the jobs SLURM lists as pending, running,
+    requeued or completing; None where squeue does not answer."""
+    command = [
+        "squeue",
+        "--noheader",
+        "--array",
+        "--format=%i",
+        f"--jobs={_array_ids(jobs).replace(' ', ',')}",
+    ]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as error:
+        log.debug("squeue: %s", error)
+        return None
+    if out.returncode != 0:
+        # Every job of the query has left the controller's memory (MinJobAge): nothing is queued.
+        if "invalid job id" in out.stderr.lower():
+            return set()
+        log.debug("squeue: %s", out.stderr.strip())
+        return None
+    return {line.strip() for line in out.stdout.splitlines() if line.strip()}
+
+
+def _result(launcher: Any, job: Any, overrides: list[str]) -> JobReturn:
+    try:
+        result = job.results()[0]  # the result file exists: submitit reads it without waiting
+    except Exception as error:  # the job raised outside the task (run_job catches the task's errors)
+        message = f"SLURM job {job.job_id} failed: {_first_line(error)} (see {job.paths.stderr})"
+        log.error("%s", message)
+        return _unfinished(launcher, job, overrides, SlurmJobLost(message))
+    if isinstance(result, JobReturn) and result.status == JobStatus.FAILED:
+        # The task raised in the job: a sweep job records its own errors, so this is submitit's or
+        # Hydra's, e.g. submitit's "Job not requeued because: timed-out too many times" raised by its
+        # USR2 handler after the job checkpointed. Reported at the end, as a lost job is.
+        log.error("SLURM job %s failed: %s", job.job_id, _first_line(result._return_value))
+        hydra_cfg = result.hydra_cfg
+        output_dir = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir") if hydra_cfg else None
+        return _unfinished(launcher, job, overrides, result._return_value, output_dir, result)
+    return result  # the JobReturn that run_job made in the job
+
+
+def _first_line(error: Any) -> str:
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _lost(launcher: Any, job: Any, overrides: list[str]) -> JobReturn:
+    state = _sacct_state(job.job_id)
+    how = f"state {state}" if state else "not in squeue, no state from sacct"
+    folder = _job_folder(launcher, overrides)
+    where = f" (job folder {folder})" if folder else ""
+    message = (
+        f"SLURM job {job.job_id} ended without a result ({how}): it was cancelled or lost{where}; "
+        f"running the sweep again with hydra.sweep.dir={launcher.config.hydra.sweep.dir} resumes it"
+    )
+    log.error("%s", message)
+    return _unfinished(launcher, job, overrides, SlurmJobLost(message), folder)
+
+
+def _unfinished(
+    launcher: Any,
+    job: Any,
+    overrides: list[str],
+    error: BaseException,
+    folder: str | None = None,
+    failed: JobReturn | None = None,
+) -> JobReturn:
+    """An UnfinishedJob (with the fields of the job's own JobReturn where it made one), and the job in
+    the report at the multirun's end. `folder`: the job's output folder, where known."""
+    folder = folder if folder is not None else _job_folder(launcher, overrides)
+    callbacks = getattr(getattr(launcher, "hydra_context", None), "callbacks", None)
+    if callbacks is not None and hasattr(callbacks, "callbacks"):
+        report = next((c for c in callbacks.callbacks if isinstance(c, UnfinishedReport)), None)
+        if report is None:  # first: so that at the multirun's end (callbacks in reverse) it runs last
+            report = UnfinishedReport(str(launcher.config.hydra.sweep.dir))
+            callbacks.callbacks.insert(0, report)
+        name = Path(folder).name if folder else " ".join(filter_overrides(overrides))
+        report.jobs[job.job_id] = f"{job.job_id} ({name})" if name else job.job_id
+    return UnfinishedJob(
+        overrides=failed.overrides if failed is not None else overrides,
+        cfg=failed.cfg if failed is not None else None,
+        hydra_cfg=failed.hydra_cfg if failed is not None else None,
+        working_dir=failed.working_dir if failed is not None else None,  # the job's cwd: not known
+        task_name=failed.task_name if failed is not None else str(launcher.config.hydra.job.name),
+        status=JobStatus.FAILED,
+        _return_value=error,
+    )
+
+
+def _sacct_state(job_id: str) -> str | None:
+    """The job's state as accounting has it ("CANCELLED by 0"), or None without accounting."""
+    command = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=State", f"--jobs={job_id}"]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return lines[-1] if out.returncode == 0 and lines else None
+
+
+def _job_folder(launcher: Any, overrides: list[str]) -> str | None:
+    """The job's output folder, as its `run_job` names it (hydra.sweep.dir / hydra.sweep.subdir)."""
+    try:
+        config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        return str(Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir))
+    except Exception as error:  # only for the message
+        log.debug("job folder of %s: %s", overrides, error)
+        return None

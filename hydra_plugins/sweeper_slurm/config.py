@@ -1,0 +1,34 @@
+"""The SLURM launcher's settings (`hydra.launcher.*`): `hydra/launcher=sweeper_slurm` in Hydra's ConfigStore.
+
+Every key of Hydra's `submitit_slurm` launcher (hydra_submitit_launcher's SlurmQueueConf), plus how the
+launcher waits for the array (`poll_s`, `lost_after_s`). `conf/hydra/launcher/slurm.yaml` extends it.
+Hydra imports every plugin module on every app's start: this one imports nothing but Hydra and that
+plugin's config (no submitit), and where hydra-submitit-launcher is not installed (sweeper's `scale`
+extra) it registers nothing, silently.
+"""
+
+# No `from __future__ import annotations`: Hydra executes plugin modules outside sys.modules, where
+# dataclasses cannot resolve string annotations.
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+
+try:
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+except ImportError:  # no hydra-submitit-launcher: no SLURM launcher either
+    SlurmQueueConf = None
+
+if SlurmQueueConf is not None:
+
+    @dataclass
+    class SweeperSlurmConf(SlurmQueueConf):
+        _target_: str = "hydra_plugins.sweeper_slurm.slurm_launcher.SweeperSlurmLauncher"
+        # Seconds between looks at the array: result files, and `squeue` for the jobs still queued.
+        poll_s: float = 2.0
+        # A job that SLURM no longer lists and that wrote no result within this many seconds (time for
+        # a shared file system to show the file) was cancelled or lost: it becomes a failed job.
+        lost_after_s: float = 15.0
+
+    ConfigStore.instance().store(
+        group="hydra/launcher", name="sweeper_slurm", node=SweeperSlurmConf, provider="sweeper"
+    )
