@@ -44,8 +44,9 @@ NOT_HYPERPARAMETERS = (
 )
 
 
-# Keys that mean something only inside a sweep: a command that reruns one job leaves them out.
-SWEEP_ONLY_KEYS = ("sweep", "trial.storage", "trial.study_name", "trial.number")
+# Keys that mean something only inside a sweep: a command that reruns one job leaves them out. (It keeps
+# `sweep=...`: a sweep config may set keys too, as sweep=pbt sets hidden; alone, its sweep is ignored.)
+SWEEP_ONLY_KEYS = ("trial.storage", "trial.study_name", "trial.number")
 
 
 # What the fused launcher batches inside one program (hidden only where it pads widths); configs equal

@@ -74,11 +74,19 @@ def new_member(cfg: Any, record: RunRecord, num_train: int, upto: int | None = N
             record.workdir / "checkpoints", params, opt_state, order.state(0), record.log, upto
         )
         history = saved.get("history") or history
-    member = Member(cfg, record, order, start, (params, opt_state), float(cfg.lr), float(cfg.reg))
-    member.history = history
-    member.attempts = list(saved.get("attempts", []))
-    member.last_losses = saved.get("last_losses")
-    member.lr, member.reg = member.hyperparameters_at(start)
+    member = Member(
+        cfg,
+        record,
+        order,
+        start,
+        (params, opt_state),
+        float(cfg.lr),
+        float(cfg.reg),
+        last_losses=saved.get("last_losses"),
+        history=history,
+        attempts=list(saved.get("attempts", [])),
+    )
+    member.lr, member.reg = member.hyperparameters_at(start)  # where its schedule has it
     return member
 
 
@@ -179,7 +187,8 @@ class Program:
         images, labels = split
         mean_image = self.splits.train.mean_image
         if self.stacked:
-            params = self.state.params if rows is None else _take(self.state.params, np.asarray(rows))
+            every = rows is None or list(rows) == list(range(len(self.members)))
+            params = self.state.params if every else _take(self.state.params, np.asarray(rows))
             counts = step.stacked_count_correct(self.graphdef, params, images, labels, mean_image)
         else:
             counts = [step.count_correct(self.graphdef, self.state.params, images, labels, mean_image)]

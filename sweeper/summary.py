@@ -167,7 +167,7 @@ def _fmt(mean: float | None, std: float | None, digits: int = 4) -> str:
 
 def command_for(row: Row) -> str:
     """A ready-to-paste command that trains `row`'s config alone: its first job's overrides but the
-    seed and what means something only in a sweep (the sweep config, the Optuna trial)."""
+    seed and what means something only in a sweep (the Optuna trial)."""
     job = row.jobs[0]
     schedule = (job.metrics or {}).get("schedule", [])
     if len(schedule) > 1:  # it changed lr/reg as it trained (population-based training): replay that
@@ -331,19 +331,7 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
     if best:
         text += ["Best config:", "", "    " + command_for(best), ""]
     mattered = importance_line(importance(rows, columns, domains))
-    text += [mattered, ""]
-    if counts[Status.PRUNED]:
-        steps = sorted({j.metrics["steps"] for j in jobs if j.status is Status.PRUNED})
-        text += [
-            f"{counts[Status.PRUNED]} job(s) were pruned by successive halving at step(s) "
-            f"{', '.join(map(str, steps))}: their accuracies are from the step they stopped at.",
-            "",
-        ]
-    crashed = [j for j in jobs if j.status is Status.CRASHED]
-    if crashed:
-        text += (
-            ["Crashed jobs:", ""] + [f"- `{j.name}`: {j.metrics.get('error', '?')}" for j in crashed] + [""]
-        )
+    text += [mattered, "", *notes(jobs)]
     (sweep_dir / "summary.md").write_text("\n".join(text))
     write_csv(sweep_dir / "summary.csv", rows, columns)
     plot(sweep_dir / "summary.png", jobs, columns)
@@ -361,10 +349,38 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
     return rows
 
 
+def notes(jobs: list[Job]) -> list[str]:
+    """What the table does not say: jobs stopped early, jobs whose lr and reg changed, crashes."""
+    lines = []
+    pruned = [j for j in jobs if j.status is Status.PRUNED]
+    if pruned:
+        steps = ", ".join(map(str, sorted({j.metrics["steps"] for j in pruned})))
+        lines += [
+            f"{len(pruned)} job(s) were pruned (stopped early by successive halving or a pruner) at step(s) "
+            f"{steps}: their accuracies are from the step they stopped at.",
+            "",
+        ]
+    if any(len((j.metrics or {}).get("schedule", [])) > 1 for j in jobs):
+        lines += [
+            "lr and reg changed as members trained (population-based training): the table shows each "
+            "member's starting values; its `schedule` and `lineage` are in its metrics.json, and the "
+            "best config above replays the best member's schedule.",
+            "",
+        ]
+    crashed = [j for j in jobs if j.status is Status.CRASHED]
+    if crashed:
+        lines += (
+            ["Crashed jobs:", ""] + [f"- `{j.name}`: {j.metrics.get('error', '?')}" for j in crashed] + [""]
+        )
+    return lines
+
+
 def importance(rows: list[Row], keys: list[str], declared: dict) -> dict[str, float] | str:
     """Which swept key mattered most for a high objective: Optuna's PED-ANOVA importance of each key
     (fractions summing to 1, largest first) over the configs, each scored by its mean objective. A
     reason instead when it cannot be estimated (too few configs, or Optuna not installed)."""
+    if any(len((j.metrics or {}).get("schedule", [])) > 1 for row in rows for j in row.jobs):
+        return "lr and reg changed during training, so a member's starting values do not explain its result"
     scored = [(row, row.mean("objective")) for row in rows]
     scored = [(row, value) for row, value in scored if value is not None]
     if len(scored) < 4:

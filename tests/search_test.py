@@ -35,6 +35,7 @@ def session_end(folder: Path) -> tuple[int, str]:
 LAUNCHERS = {
     "basic": [],
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit": ["hydra/launcher=submitit_local"],
     "fused": ["hydra/launcher=fused", "hydra.launcher.hidden=pad"],
 }
 
