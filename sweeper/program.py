@@ -187,8 +187,7 @@ class Program:
         images, labels = split
         mean_image = self.splits.train.mean_image
         if self.stacked:
-            every = rows is None or list(rows) == list(range(len(self.members)))
-            params = self.state.params if every else _take(self.state.params, np.asarray(rows))
+            params = self.state.params if self._every(rows) else _take(self.state.params, np.asarray(rows))
             counts = step.stacked_count_correct(self.graphdef, params, images, labels, mean_image)
         else:
             counts = [step.count_correct(self.graphdef, self.state.params, images, labels, mean_image)]
@@ -227,8 +226,14 @@ class Program:
         tree = jax.tree.map(lambda leaf: leaf[row], host_state)
         return model.resize(tree, self.members[row].cfg.hidden)
 
+    def _every(self, rows: list[int] | None) -> bool:
+        """Whether `rows` are all members in order: a gather would only copy the state."""
+        return rows is None or list(rows) == list(range(len(self.members)))
+
     def keep(self, rows: list[int]) -> None:
         """Go on with the members at `rows` only (the others ended)."""
+        if self._every(rows):
+            return
         self.members = [self.members[r] for r in rows]
         if self.stacked and self.members:
             index = np.asarray(rows)
