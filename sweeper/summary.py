@@ -49,6 +49,12 @@ class Job:
     status: Status
     finished_at: float = 0.0  # when its metrics.json was written (time.time())
 
+    @property
+    def schedule(self) -> list[dict]:
+        """Its lr and reg over steps where they changed as it trained (population-based training), else []."""
+        schedule = (self.metrics or {}).get("schedule", [])
+        return schedule if len(schedule) > 1 else []
+
 
 def job_status(folder: Path, metrics: dict[str, Any] | None) -> Status:
     if metrics is not None:
@@ -169,20 +175,19 @@ def command_for(row: Row) -> str:
     """A ready-to-paste command that trains `row`'s config alone: its first job's overrides but the
     seed and what means something only in a sweep (the Optuna trial)."""
     job = row.jobs[0]
-    schedule = (job.metrics or {}).get("schedule", [])
-    if len(schedule) > 1:  # it changed lr/reg as it trained (population-based training): replay that
-        return replay_command(job, schedule)
+    if job.schedule:  # replay how its lr and reg changed
+        return replay_command(job)
     skip = (SEED_KEY, *SWEEP_ONLY_KEYS)
     overrides = [o for o in job.overrides if override_key(o) not in skip]
     return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
 
 
-def replay_command(job: Job, schedule: list[dict]) -> str:
+def replay_command(job: Job) -> str:
     """A single run that retraces `job`'s schedule from step 0: its first lr and reg, then each change
     (exact values: a replay reproduces the run only with the same numbers), with the job's seed."""
     skip = ("lr", "reg", "schedule", *SWEEP_ONLY_KEYS)
     overrides = [o for o in job.overrides if override_key(o) not in skip]
-    first, changes = schedule[0], schedule[1:]
+    first, changes = job.schedule[0], job.schedule[1:]
     steps = ",".join(f"{{step:{c['step']},lr:{c['lr']!r},reg:{c['reg']!r}}}" for c in changes)
     overrides += [f"lr={first['lr']!r}", f"reg={first['reg']!r}", f"schedule=[{steps}]"]
     return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
@@ -360,7 +365,7 @@ def notes(jobs: list[Job]) -> list[str]:
             f"{steps}: their accuracies are from the step they stopped at.",
             "",
         ]
-    if any(len((j.metrics or {}).get("schedule", [])) > 1 for j in jobs):
+    if any(j.schedule for j in jobs):
         lines += [
             "lr and reg changed as members trained (population-based training): the table shows each "
             "member's starting values; its `schedule` and `lineage` are in its metrics.json, and the "
@@ -379,7 +384,7 @@ def importance(rows: list[Row], keys: list[str], declared: dict) -> dict[str, fl
     """Which swept key mattered most for a high objective: Optuna's PED-ANOVA importance of each key
     (fractions summing to 1, largest first) over the configs, each scored by its mean objective. A
     reason instead when it cannot be estimated (too few configs, or Optuna not installed)."""
-    if any(len((j.metrics or {}).get("schedule", [])) > 1 for row in rows for j in row.jobs):
+    if any(j.schedule for row in rows for j in row.jobs):
         return "lr and reg changed during training, so a member's starting values do not explain its result"
     scored = [(row, row.mean("objective")) for row in rows]
     scored = [(row, value) for row, value in scored if value is not None]

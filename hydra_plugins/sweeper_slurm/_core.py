@@ -189,17 +189,10 @@ def _has_result(job: Any) -> bool:
 def _queued(jobs: Sequence[Any]) -> set[str] | None:
     """The ids (`123_4`, or `123` for a single job) of the jobs SLURM lists as pending, running,
     requeued or completing; None where squeue does not answer."""
-    command = [
-        "squeue",
-        "--noheader",
-        "--array",
-        "--format=%i",
-        f"--jobs={_array_ids(jobs).replace(' ', ',')}",
-    ]
-    try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError) as error:
-        log.debug("squeue: %s", error)
+    out = _ask_slurm(
+        "squeue", "--noheader", "--array", "--format=%i", f"--jobs={_array_ids(jobs).replace(' ', ',')}"
+    )
+    if out is None:
         return None
     if out.returncode != 0:
         # Every job of the query has left the controller's memory (MinJobAge): nothing is queued.
@@ -265,12 +258,14 @@ def _unfinished(
             callbacks.callbacks.insert(0, report)
         name = Path(folder).name if folder else " ".join(filter_overrides(overrides))
         report.jobs[job.job_id] = f"{job.job_id} ({name})" if name else job.job_id
+    # Without the job's own JobReturn, its configs and cwd are not known here.
+    known = failed or JobReturn(overrides=overrides, task_name=str(launcher.config.hydra.job.name))
     return UnfinishedJob(
-        overrides=failed.overrides if failed is not None else overrides,
-        cfg=failed.cfg if failed is not None else None,
-        hydra_cfg=failed.hydra_cfg if failed is not None else None,
-        working_dir=failed.working_dir if failed is not None else None,  # the job's cwd: not known
-        task_name=failed.task_name if failed is not None else str(launcher.config.hydra.job.name),
+        overrides=known.overrides,
+        cfg=known.cfg,
+        hydra_cfg=known.hydra_cfg,
+        working_dir=known.working_dir,
+        task_name=known.task_name,
         status=JobStatus.FAILED,
         _return_value=error,
     )
@@ -278,13 +273,22 @@ def _unfinished(
 
 def _sacct_state(job_id: str) -> str | None:
     """The job's state as accounting has it ("CANCELLED by 0"), or None without accounting."""
-    command = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=State", f"--jobs={job_id}"]
-    try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
+    out = _ask_slurm(
+        "sacct", "--noheader", "--parsable2", "--allocations", "--format=State", f"--jobs={job_id}"
+    )
+    if out is None or out.returncode != 0:
         return None
     lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    return lines[-1] if out.returncode == 0 and lines else None
+    return lines[-1] if lines else None
+
+
+def _ask_slurm(*command: str) -> subprocess.CompletedProcess | None:
+    """`command`'s output, or None where it cannot be run or does not answer in time."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as error:
+        log.debug("%s: %s", command[0], error)
+        return None
 
 
 def _job_folder(launcher: Any, overrides: list[str]) -> str | None:
