@@ -79,13 +79,23 @@ def kill_when(args: list[str], ready, timeout: float = 180) -> None:
     process.wait()
 
 
+def job_metrics(sweep_dir: Path) -> dict[str, dict]:
+    """Each finished job's metrics.json in `sweep_dir`, by job folder name."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
 def tensorboard_server(logdir: Path, runs: int):
     """A real TensorBoard on 127.0.0.1 over `logdir`, once it lists `runs` runs: yields (get, run names),
     `get(path, body=None)` answering its /data API (POST with a JSON body)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--load_fast=false", "--reload_interval", "1"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST, compose_config, killed_and_rerun, results, run_cli
+from conftest import FAST, compose_config, job_metrics, killed_and_rerun, results, run_cli
 from omegaconf import OmegaConf
 
 from hydra_plugins.sweeper_fused.fused_launcher import FusedLauncher
@@ -186,10 +186,6 @@ def test_grouping_keys_chunks_and_rungs():
 # --- through Hydra: python run.py -m hydra/launcher=fused ... -----------------------------------------
 
 CLI_GRID = ["hidden=16,32", "lr=0.001,0.002"]
-
-
-def job_metrics(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, ROOT, compose_config, results, run_cli
+from conftest import FAST, ROOT, compose_config, job_metrics, results, run_cli
 from omegaconf import OmegaConf
 
 from sweeper import checkpoint, fused, memory, train
@@ -80,7 +80,7 @@ def test_a_fused_sweep_stops_gracefully_and_resumes_exactly(tmp_path):
     wait_for(lambda: len(list(sweep.glob("*/checkpoints/step_300.pkl"))) == 4, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143
-    stopped = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    stopped = job_metrics(sweep)
     assert len(stopped) == 4 and {m["status"] for m in stopped.values()} == {"interrupted"}
     step = {m["steps"] for m in stopped.values()}
     assert len(step) == 1  # one program: every member at the same step, each with its checkpoint there

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import FAST, ROOT, compose_config, results, run_cli
+from conftest import FAST, ROOT, compose_config, job_metrics, results, run_cli
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -22,10 +21,6 @@ from sweeper.pruning import storage
 
 pytestmark = pytest.mark.slow
 SWEEP = [*FAST, "max_steps=100"]
-
-
-def job_metrics(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
 
 
 def completed_trials(sweep_dir: Path) -> list[optuna.trial.FrozenTrial]:

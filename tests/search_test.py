@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from conftest import FAST, compose_config, killed_and_rerun, results, run_cli
+from conftest import FAST, compose_config, job_metrics, killed_and_rerun, results, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
@@ -17,10 +16,6 @@ from sweeper.controllers import Halving, PopulationBasedTraining
 from sweeper.pruning import storage
 
 ACCURACY_TOL, LOSS_RTOL = 0.01, 1e-4  # as fused_test: vmapped sums may differ in the last bits
-
-
-def job_metrics(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
 
 
 def session_end(folder: Path) -> tuple[int, str]:

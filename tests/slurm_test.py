@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import FAST, ROOT, results, run_cli
+from conftest import FAST, ROOT, job_metrics, results, run_cli
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from slurm.cluster import Cluster, Unavailable, ensure_installed
@@ -76,10 +76,6 @@ def accounting_cluster(cluster):  # only where the plain cluster runs (it skips 
 def slurm(cluster, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))  # run_cli's subprocesses find the cluster
     return cluster
-
-
-def job_metrics(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
 
 
 def slurm_job_id(job_folder: Path) -> str:

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
+from conftest import free_port
+
 HERE = Path(__file__).resolve().parent
 CLUSTER_NAME = "sweepertest"
 PACKAGES = ("slurm-wlm", "munge")
@@ -96,12 +98,6 @@ def _quiet(command: Sequence[str], env: dict[str, str]) -> subprocess.CompletedP
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as error:
         return subprocess.CompletedProcess(command, 1, "", str(error))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
