@@ -7,10 +7,10 @@ TRIALS ?= 20
 HALVING ?= false
 SWEEP ?= $(shell ls -dt multirun/*/* 2>/dev/null | head -1)
 comma := ,
-SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),seed=range(0$(comma)$(SEEDS)))
+SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),'seed=range(0$(comma)$(SEEDS))')
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test bench bench-quick lint format tensorboard clean
+.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test test-all bench bench-quick lint format tensorboard clean
 
 help:  ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,10 +44,13 @@ summary:  ## rewrite summary.csv/.md/.png of the latest sweep (SWEEP=multirun/DA
 	@test -n "$(SWEEP)" || { echo "no sweeps yet: run 'make sweep' or set SWEEP=..."; exit 2; }
 	$(PYTHON) -m sweeper.summary "$(SWEEP)"
 
-test:  ## the test suite (no network; about 10 min on 2 cores)
+test:  ## the fast tests, run before every change (no network; how long: README.md)
+	$(PYTHON) -m pytest -q -m "not slow"
+
+test-all:  ## every test, the slow ones too: real SLURM, signals, end-to-end sweeps (what CI runs)
 	$(PYTHON) -m pytest -q
 
-bench:  ## speed and memory against a plain PyTorch loop and the GEMM peak -> benchmarks/RESULTS.md (~10 min)
+bench:  ## speed and memory against a plain PyTorch loop and the GEMM peak, then the benchmark's 27-config grid 3 ways -> benchmarks/RESULTS.md
 	$(PYTHON) -m pip install -q -e '.[bench]' $(EDITABLE)
 	$(PYTHON) benchmarks/bench.py $(ARGS)
 

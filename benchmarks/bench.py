@@ -1,7 +1,7 @@
 """`make bench`: sweeper's default run against a plain PyTorch loop and the machine's fp32 GEMM peak,
 then the 27-config sweep with Hydra's basic launcher and with the fused launcher (both width modes).
 
-    python benchmarks/bench.py                 # 3 alternating repetitions + the three sweeps (~35 min)
+    python benchmarks/bench.py                 # 3 alternating repetitions + the three sweeps
     python benchmarks/bench.py --sweeps-only   # only the sweeps
     python benchmarks/bench.py --quick         # fewer steps and configs: checks the harness in < 1 min
     python benchmarks/bench.py --data-root /tmp/c10   # real CIFAR-10 instead of random CIFAR-shaped data

@@ -6,6 +6,7 @@ Enabled in `conf/config.yaml` under `hydra.callbacks`. No JAX: it runs in Hydra'
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -31,10 +32,14 @@ def count_jobs(config: DictConfig) -> int | None:
         return int(sweeper_cfg.n_trials)
     if "BasicSweeper" not in str(sweeper_cfg.get("_target_", "")):
         return None
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    batches = BasicSweeper.split_arguments(sweep_overrides(config.hydra), None)
-    return sum(len(batch) for batch in batches)
+    # The basic sweeper runs the product of each key's values, a key given twice taking its last.
+    sizes = {}
+    for override in sweep_overrides(config.hydra):
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            return None  # an interval: the basic sweeper refuses it
+        swept = override.is_sweep_override()
+        sizes[override.get_key_element()] = len(list(override.sweep_string_iterator())) if swept else 1
+    return math.prod(sizes.values())
 
 
 def configure_parallel_workers(config: DictConfig) -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -58,9 +59,18 @@ def run(cfg: Any) -> float:
         stopped.resume_hint = (
             f"run the same command with hydra.sweep.dir={workdir.parent} to continue"
             if multirun
-            else f"continue with resume=true hydra.run.dir={workdir}"
+            else f"continue with resume=true {hydra_override('hydra.run.dir', workdir)}"
         )
         raise
+
+
+def hydra_override(key: str, value: Any) -> str:
+    """`key=value` to paste into a shell, quoted as Hydra's override parser needs it (the folder of a
+    member going on alone is named by its overrides: `=` and `,` in a value)."""
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    if any(c in text for c in '"$`\\!'):
+        return shlex.quote(f"{key}='{text}'")
+    return f"\"{key}='{text}'\""
 
 
 def sweep_job(cfg: Any, workdir: Path) -> float:

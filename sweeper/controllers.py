@@ -14,6 +14,7 @@ import numpy as np
 
 from sweeper.config import ConfigError
 from sweeper.engine import Controller, Engine
+from sweeper.program import Program
 from sweeper.status import Status
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,26 @@ log = logging.getLogger(__name__)
 def default_rungs(max_steps: int, keep: float) -> tuple[int, ...]:
     """Two rungs spaced as successive halving spaces them: at max_steps * keep**2 and max_steps * keep."""
     return tuple(sorted({round(max_steps * keep**i) for i in (2, 1)} - {0, max_steps}))
+
+
+class ScheduleReplay(Controller):
+    """Members whose history changes lr or reg during training (a `schedule=...` replay, a resumed
+    population member) switch to the new values at those steps. First among the controllers, so that
+    the others see the values members train with from that step on."""
+
+    def __init__(self) -> None:
+        self.change_steps: set[int] = set()
+
+    def start(self, programs: list[Program]) -> None:
+        self.change_steps = set().union(*(m.history.change_steps() for p in programs for m in p.members))
+
+    def stops(self, max_steps: int) -> set[int]:
+        return self.change_steps
+
+    def act(self, engine: Engine, step: int) -> None:
+        if step in self.change_steps:
+            for program in {id(p): p for p, _ in engine.members_at(step)}.values():
+                program.follow_histories()
 
 
 @dataclass(frozen=True)
@@ -100,11 +121,8 @@ class PopulationBasedTraining(Controller):
             raise ConfigError(
                 "population-based training needs one seed for the whole population (sweep lr and reg)"
             )
-        if any(m.cfg.data.val_size == 0 for m in members):
-            raise ConfigError("population-based training ranks by val accuracy: it needs data.val_size > 0")
-        for m in members:
-            if "lineage" not in m.history:  # not resumed: its own hyperparameters from step 0
-                m.history = {"schedule": [{"step": 0, "lr": m.lr, "reg": m.reg}], "lineage": []}
+        if any(m.history.lineage is None for m in members):
+            raise ValueError("population members are made with new_member(..., population=True)")
 
     def stops(self, max_steps: int) -> set[int]:
         return set(range(self.interval, max_steps, self.interval))
@@ -140,19 +158,14 @@ class PopulationBasedTraining(Controller):
             return
         rng = np.random.default_rng([self.seed, step, len(targets)])
         copies = [int(sources[rng.integers(len(sources))]) for _ in targets]
+        histories = []
         for target, source in zip(targets, copies, strict=True):
             dst, src = program.members[target], program.members[source]
             lr = src.lr * float(rng.choice(self.factors))
             reg = src.reg * float(rng.choice(self.factors))
-            dst.history = {
-                "schedule": [c for c in src.history["schedule"] if c["step"] < step]
-                + [{"step": step, "lr": lr, "reg": reg}],
-                "lineage": [*src.history["lineage"], {"step": step, "from": src.name, "reason": reason}],
-            }
-            dst.lr, dst.reg, dst.val_step, dst.last_losses = lr, reg, None, src.last_losses
+            histories.append(src.history.copied(step, lr, reg, src.name, reason))
             dst.record.log.info(
                 "step %d: copied %s (%s), now lr %.6g reg %.6g", step, src.name, reason, lr, reg
             )
-        program.copy_rows(targets, copies)
-        program.set_hyperparameters()
+        program.copy_members(targets, copies, histories)
         log.info("step %d: %d member(s) copied the best (%s)", step, len(targets), reason)

@@ -1,9 +1,9 @@
-"""Fused training: many configs as few vmapped programs. The group trainer of `hydra/launcher=fused`.
+"""Fused training: many configs as few vmapped programs. What `hydra/launcher=fused` trains with.
 
     metrics = train_group([cfg_a, cfg_b, ...], [workdir_a, workdir_b, ...], hidden="pad")
 
-As a trainer (`hydra.launcher.trainer`) a module offers `accepts(cfg, workdir)`, `plan(cfg_dicts,
-pad_hidden=, max_batch=)`, `train_group(...)` as below, and `LOG_FORMAT`.
+The launcher asks `accepts(cfg, workdir)` which jobs to fuse, `plan(...)` how to group them, and
+`check_group(...)` whether they can train as asked, before it trains them with `train_group`.
 
 Configs equal in everything but lr, reg, seed and hidden (sweeper.config.fuse_key) share a program:
 one jitted scan per segment, `jax.vmap` over the members' stacked states (sweeper.program). Widths are
@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from sweeper import config, data, memory, step
-from sweeper.controllers import Halving, PopulationBasedTraining
+from sweeper import config, data, memory, train_step
+from sweeper.controllers import Halving, PopulationBasedTraining, ScheduleReplay
 from sweeper.engine import Controller, Engine, Schedule
 from sweeper.program import Member, Program, new_member
 from sweeper.pruning import TrialPruning, has_trial
-from sweeper.record import RunRecord
+from sweeper.record import Clock, RunRecord
 from sweeper.status import Status
 from sweeper.train import check_batch_size
 from sweeper.writer import read_metrics
@@ -52,10 +53,21 @@ def accepts(cfg: Any, workdir: str | Path) -> dict[str, Any] | None:
         if config.Mode(cfg.mode) is not config.Mode.train:
             return None
         cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    except Exception:  # another app's config, or an invalid one: the task function reports it
-        return None
+    except (OmegaConfBaseException, AttributeError, KeyError, TypeError, ValueError):
+        return None  # another app's config, or an invalid one: the task function reports it
     metrics = read_metrics(Path(workdir))
     return None if metrics is not None and Status(metrics["status"]).is_result else cfg_dict
+
+
+def check_group(cfgs: list[Any], *, halving: Halving | None, pbt: PopulationBasedTraining | None) -> None:
+    """Raise ConfigError, before any work, where `cfgs` cannot train with these controllers."""
+    if halving and pbt:
+        raise config.ConfigError("hydra.launcher: halving and pbt do not mix, choose one")
+    for name, controller in (("halving", halving), ("pbt", pbt)):
+        if controller and any(cfg.data.val_size == 0 for cfg in cfgs):
+            raise config.ConfigError(
+                f"hydra.launcher.{name} ranks jobs by val accuracy: it needs data.val_size > 0"
+            )
 
 
 def chunks(items: list, max_size: int) -> list[list]:
@@ -103,13 +115,13 @@ class _DeviceData:
     def __init__(self, cache: dict | None):
         self.cache = {} if cache is None else cache
 
-    def get(self, data_cfg: Any) -> tuple[step.DeviceSplits, int, float]:
+    def get(self, data_cfg: Any) -> tuple[train_step.DeviceSplits, int, float]:
         key = OmegaConf.to_yaml(data_cfg)
         if key not in self.cache:
             started = time.perf_counter()
             dataset = data.load(data_cfg)
             self.cache[key] = (
-                step.to_device(dataset),
+                train_step.to_device(dataset),
                 len(dataset.train_images),
                 time.perf_counter() - started,
             )
@@ -140,10 +152,7 @@ def train_group(
         config.validate(cfg)
     if hidden not in ("pad", "group"):
         raise config.ConfigError(f"hidden must be pad or group, got {hidden!r}")
-    if halving and any(cfg.data.val_size == 0 for cfg in cfgs):
-        raise config.ConfigError("successive halving ranks by val accuracy: it needs data.val_size > 0")
-    if halving and pbt:
-        raise config.ConfigError("successive halving and population-based training do not mix: choose one")
+    check_group(cfgs, halving=halving, pbt=pbt)
     files = log_files or [None] * len(cfgs)
     records = [
         RunRecord(cfg, w, member_logger(f, log_format))
@@ -202,11 +211,14 @@ def _train_cohort(
             records[i].log_config()
         for i in group:
             check_batch_size(cfgs[i], num_train)
-        group_members = [new_member(cfgs[i], records[i], num_train) for i in group]
+        population = any(isinstance(c, PopulationBasedTraining) for c in controllers)
+        group_members = [new_member(cfgs[i], records[i], num_train, population=population) for i in group]
         if any(c.one_program for c in controllers) and len({m.start for m in group_members}) > 1:
             # Killed between two members' checkpoints: all go back to the step they all reached.
             upto = min(m.start for m in group_members)
-            group_members = [new_member(cfgs[i], records[i], num_train, upto) for i in group]
+            group_members = [
+                new_member(cfgs[i], records[i], num_train, upto, population=population) for i in group
+            ]
         # Members resumed from different steps cannot share a scan: each start gets its own program.
         by_start = itertools.groupby(sorted(group_members, key=lambda m: m.start), key=lambda m: m.start)
         for _, part in by_start:
@@ -215,16 +227,11 @@ def _train_cohort(
     for m in members:
         m.record.open(m.start)
     cfg = cfgs[cohort[0][0]]
+    controllers = [ScheduleReplay(), *controllers]
     if any(has_trial(m.cfg) for m in members):
-        controllers = [*controllers, TrialPruning(members)]
-    engine = Engine(
-        programs,
-        Schedule.of(cfg),
-        controllers=controllers,
-        started=started,
-        data_s=data_s,
-        on_end=on_end,
-    )
+        controllers.append(TrialPruning(members))
+    clock = Clock(started, data_s, len(members))
+    engine = Engine(programs, Schedule.of(cfg), controllers=controllers, clock=clock, on_end=on_end)
     engine.run()
     counts: dict[str, int] = {}
     for m in members:
@@ -238,7 +245,7 @@ def _train_cohort(
     return members
 
 
-def _program(members: list[Member], splits: step.DeviceSplits) -> Program:
+def _program(members: list[Member], splits: train_step.DeviceSplits) -> Program:
     program = Program(members, splits, stacked=True)
     log.info(
         "fused program: %d jobs, width %d%s, from step %d",

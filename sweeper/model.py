@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-NUM_CLASSES = 10
-IMAGE_SIZE = 3072
+from sweeper.data import IMAGE_SIZE, NUM_CLASSES
 
 
 class Dense(nnx.Module):

@@ -10,6 +10,7 @@ members that ended.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,76 +18,72 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweeper import checkpoint, data, model, step
+from sweeper import checkpoint, data, model, train_step
+from sweeper.history import History
 from sweeper.record import RunRecord
 from sweeper.status import Status
 
 
 @dataclass(eq=False)
 class Member:
-    """One run: its config and record, its data order, its hyperparameters now, and how it ended."""
+    """One run in a program: its config, record and data order, where it starts, and what the program
+    keeps of it between segments. Only Program's methods change it (and its record, how it ended)."""
 
     cfg: Any
     record: RunRecord
     order: data.BatchOrder
     start: int  # the step it starts (or resumes) at
     initial: tuple[Any, Any] | None  # (params, opt_state) at `start`, until a program takes them
-    lr: float
-    reg: float
+    history: History
+    last_losses: np.ndarray | None = None  # the losses of its last segment
     val_step: int | None = None  # the step `val_accuracy` was measured at
     val_accuracy: float | None = None
-    last_losses: np.ndarray | None = None  # the losses of its last segment
-    status: Status | None = None  # set when it ends
-    metrics: dict[str, Any] | None = None
-    # Plain records kept in its checkpoints and metrics.json: `schedule` (its lr/reg from each step on,
-    # when they change during training) and `lineage` (population-based training's copies).
-    history: dict[str, list] = field(default_factory=dict)
-    attempts: list[dict] = field(default_factory=list)  # earlier attempts' cost, from its checkpoint
-    trial: Any = None  # its Optuna trial, when a pruning study gave it one (sweeper.pruning)
+    lr: float = field(init=False)  # what it trains with now: its history's at the program's step
+    reg: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lr, self.reg = self.hyperparameters_at(self.start)
 
     @property
     def name(self) -> str:
         return self.record.name
 
+    @property
+    def status(self) -> Status | None:
+        """How it ended (sweeper.record), None while it trains."""
+        return self.record.status
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        return self.record.metrics
+
     def hyperparameters_at(self, step: int) -> tuple[float, float]:
-        """(lr, reg) it trains with from `step` on, as its schedule says (else its config)."""
-        lr, reg = float(self.cfg.lr), float(self.cfg.reg)
-        for change in self.history.get("schedule", []):
-            if change["step"] <= step:
-                lr, reg = float(change["lr"]), float(change["reg"])
-        return lr, reg
+        """(lr, reg) it trains with from `step` on, as its history says (else its config)."""
+        return self.history.hyperparameters_at(step, (float(self.cfg.lr), float(self.cfg.reg)))
 
 
-def new_member(cfg: Any, record: RunRecord, num_train: int, upto: int | None = None) -> Member:
+def new_member(
+    cfg: Any, record: RunRecord, num_train: int, upto: int | None = None, *, population: bool = False
+) -> Member:
     """A run as its config says: initialised from `cfg.seed`, or resumed from its latest checkpoint (not
-    past step `upto`)."""
-    params, order_seed = step.init_run(cfg.hidden, cfg.seed)
-    opt_state = step.optimizer_factory(cfg.optimizer)(cfg.lr).init(params)
+    past step `upto`). A `population` member (sweeper.controllers.PopulationBasedTraining) records its
+    lr, reg and copies from step 0 on."""
+    params, order_seed = train_step.init_run(cfg.hidden, cfg.seed)
+    opt_state = train_step.optimizer_factory(cfg.optimizer)(cfg.lr).init(params)
     order = data.BatchOrder(order_seed, num_train, cfg.batch_size)
-    history: dict[str, list] = {}
-    if cfg.schedule:
-        history["schedule"] = [{"step": 0, "lr": float(cfg.lr), "reg": float(cfg.reg)}] + [
-            {"step": int(c.step), "lr": float(c.lr), "reg": float(c.reg)} for c in cfg.schedule
-        ]
     start, saved = 0, {}
     if cfg.resume:
         params, opt_state, start, saved = checkpoint.restore_latest(
             record.workdir / "checkpoints", params, opt_state, order.state(0), record.log, upto
         )
-        history = saved.get("history") or history
+    if saved.get("history"):
+        history = History.of_record(saved["history"])
+    else:
+        history = History.of_config(cfg, population=population)
+    record.attempts = list(saved.get("attempts", []))
     member = Member(
-        cfg,
-        record,
-        order,
-        start,
-        (params, opt_state),
-        float(cfg.lr),
-        float(cfg.reg),
-        last_losses=saved.get("last_losses"),
-        history=history,
-        attempts=list(saved.get("attempts", [])),
+        cfg, record, order, start, (params, opt_state), history, last_losses=saved.get("last_losses")
     )
-    member.lr, member.reg = member.hyperparameters_at(start)  # where its schedule has it
     return member
 
 
@@ -115,6 +112,15 @@ class CompiledSegments:
         return state, outputs
 
 
+def batches(members: list[Member], start: int, stop: int) -> np.ndarray:
+    """Image indices for steps start..stop-1: (steps, batch) shared by all members when they share a
+    data order (one seed), else (steps, members, batch)."""
+    first = members[0].order
+    if all(m.order.seed_words == first.seed_words for m in members):
+        return first.indices(start, stop)
+    return np.stack([m.order.indices(start, stop) for m in members], axis=1)
+
+
 def _stack(trees: list[Any]) -> Any:
     """Host trees stacked on a new leading member axis, copied to the device in one go."""
     return jax.device_put(jax.tree.map(lambda *leaves: np.stack(leaves), *trees))
@@ -129,10 +135,23 @@ def _copy_rows(tree: Any, dst: jax.Array, src: jax.Array) -> Any:
     return jax.tree.map(lambda leaf: leaf.at[dst].set(leaf[src]), tree)
 
 
+def _initial_state(members: list[Member], width: int, stacked: bool) -> train_step.TrainState:
+    """The members' initial (params, opt_state) at `width` on the device: stacked on a member axis, or
+    one run's plain state."""
+    states = [model.resize(m.initial, width) for m in members]
+    if stacked:
+        params, opt_state = _stack(states)
+        alive = jnp.ones(len(members), bool)
+    else:
+        params, opt_state = jax.device_put(states[0])
+        alive = jnp.bool_(True)
+    return train_step.TrainState(params, opt_state, alive, np.int32(members[0].start))
+
+
 class Program:
     """`members` trained together from a common step on `splits` (a dataset on the device)."""
 
-    def __init__(self, members: list[Member], splits: step.DeviceSplits, *, stacked: bool):
+    def __init__(self, members: list[Member], splits: train_step.DeviceSplits, *, stacked: bool):
         if not stacked and len(members) != 1:
             raise ValueError("an unstacked program trains exactly one member")
         self.members, self.splits, self.stacked = list(members), splits, stacked
@@ -141,56 +160,92 @@ class Program:
         self.width = max(m.cfg.hidden for m in members)
         self.padded = any(m.cfg.hidden < self.width for m in members)
         self.graphdef, _ = model.abstract(self.width)
-        make_optimizer = step.optimizer_factory(members[0].cfg.optimizer)
-        self.segments = CompiledSegments(step.make_segment(self.graphdef, make_optimizer, stacked))
-        states = [model.resize(m.initial, self.width) for m in members]
+        make_optimizer = train_step.optimizer_factory(members[0].cfg.optimizer)
+        self.segments = CompiledSegments(train_step.make_segment(self.graphdef, make_optimizer, stacked))
+        self.state = _initial_state(members, self.width, stacked)
         for m in members:
             m.initial = None  # the program owns the state now
-        if stacked:
-            params, opt_state = _stack(states)
-            alive = jnp.ones(len(members), bool)
-            mask = np.stack([np.arange(self.width) < m.cfg.hidden for m in members]).astype(np.float32)
-            self.hyper = step.Hyper(self._column("lr"), self._column("reg"), mask if self.padded else None)
-        else:
-            params, opt_state = jax.device_put(states[0])
-            alive = jnp.bool_(True)
-            self.hyper = step.Hyper(jnp.float32(members[0].lr), jnp.float32(members[0].reg), None)
-        self.state = step.TrainState(params, opt_state, alive, np.int32(self.step))
+        mask = np.stack([np.arange(self.width) < m.cfg.hidden for m in members]).astype(np.float32)
+        self.hyper = self._hyper(mask if self.padded else None)
 
-    def _column(self, name: str) -> jax.Array:
-        return jnp.asarray([getattr(m, name) for m in self.members], jnp.float32)
+    def _hyper(self, unit_mask: Any) -> train_step.Hyper:
+        """The members' lr and reg as the segment takes them: a column each, or scalars unstacked."""
+        lr, reg = (np.float32([getattr(m, key) for m in self.members]) for key in ("lr", "reg"))
+        if not self.stacked:
+            return train_step.Hyper(jnp.float32(lr[0]), jnp.float32(reg[0]), None)
+        return train_step.Hyper(jnp.asarray(lr), jnp.asarray(reg), unit_mask)
 
     def __len__(self) -> int:
         return len(self.members)
 
-    def batches(self, start: int, stop: int) -> np.ndarray:
-        """Image indices for steps start..stop-1: (steps, batch) shared by all members when they share a
-        data order (one seed), else (steps, members, batch)."""
-        first = self.members[0].order
-        if all(m.order.seed_words == first.seed_words for m in self.members):
-            return first.indices(start, stop)
-        return np.stack([m.order.indices(start, stop) for m in self.members], axis=1)
+    def training_rows(self) -> list[int]:
+        """The rows of the members still training (the others ended at this step)."""
+        return [j for j, m in enumerate(self.members) if m.status is None]
+
+    # --- training -----------------------------------------------------------------------------------
 
     def train(self, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Train every member to step `stop`: (losses, batch accuracies), each (steps, members)."""
-        batch_indices = self.batches(self.step, stop)
+        batch_indices = batches(self.members, self.step, stop)
         self.state, (losses, accuracies) = self.segments(
             self.state, self.hyper, self.splits.train, batch_indices, steps=stop - self.step
         )
         self.step = stop
         if not self.stacked:
             losses, accuracies = losses[:, None], accuracies[:, None]
+        for j, member in enumerate(self.members):
+            member.last_losses = losses[:, j]
         return losses, accuracies
+
+    def keep(self, rows: list[int]) -> None:
+        """Go on with the members at `rows` only (the others ended)."""
+        if self._every(rows):
+            return
+        self.members = [self.members[r] for r in rows]
+        if self.stacked and self.members:
+            index = np.asarray(rows)
+            self._map_state(lambda tree: _take(tree, index))
+            self.hyper = _take(self.hyper, index)
+
+    def follow_histories(self) -> None:
+        """Members whose history changes lr or reg at this step train on with the new values."""
+        changed = False
+        for member in self.members:
+            now = member.hyperparameters_at(self.step)
+            changed |= now != (member.lr, member.reg)
+            member.lr, member.reg = now
+        if changed:
+            self._set_hyperparameters()
+
+    def copy_members(self, targets: list[int], sources: list[int], histories: list[History]) -> None:
+        """Members `targets` take the parameters, optimizer state and last losses of members `sources`,
+        and train on as their new `histories` say (population-based training; stacked only)."""
+        for target, source, history in zip(targets, sources, histories, strict=True):
+            dst, src = self.members[target], self.members[source]
+            dst.history, dst.last_losses, dst.val_step = history, src.last_losses, None
+            dst.lr, dst.reg = dst.hyperparameters_at(self.step)
+        self._map_state(lambda tree: _copy_rows(tree, jnp.asarray(targets), jnp.asarray(sources)))
+        self._set_hyperparameters()
+
+    def _map_state(self, change: Callable[[Any], Any]) -> None:
+        """Apply `change` to the members' (params, opt_state, alive); the step stays."""
+        params, opt_state, alive = change((self.state.params, self.state.opt_state, self.state.alive))
+        self.state = self.state._replace(params=params, opt_state=opt_state, alive=alive)
+
+    def _set_hyperparameters(self) -> None:
+        self.hyper = self._hyper(self.hyper.unit_mask)
+
+    # --- measuring ----------------------------------------------------------------------------------
 
     def accuracies(self, split: tuple[jax.Array, jax.Array], rows: list[int] | None = None) -> np.ndarray:
         """(members,) fraction of `split` (images, labels) each member (or each of `rows`) gets right."""
         images, labels = split
-        mean_image = self.splits.train.mean_image
-        if self.stacked:
-            params = self.state.params if self._every(rows) else _take(self.state.params, np.asarray(rows))
-            counts = step.stacked_count_correct(self.graphdef, params, images, labels, mean_image)
-        else:
-            counts = [step.count_correct(self.graphdef, self.state.params, images, labels, mean_image)]
+        params = self.state.params
+        if self.stacked and not self._every(rows):
+            params = _take(params, np.asarray(rows))
+        counts = train_step.members_correct(
+            self.graphdef, params, images, labels, self.splits.train.mean_image, stacked=self.stacked
+        )
         return np.asarray(counts) / len(labels)
 
     def val_accuracies(self) -> np.ndarray | None:
@@ -203,57 +258,45 @@ class Program:
                 m.val_step, m.val_accuracy = self.step, float(value)
         return np.asarray([m.val_accuracy for m in self.members])
 
-    def logits(self, batch_indices: np.ndarray) -> np.ndarray:
-        """(members, batch, 10) logits of each member on its batch (`batch_indices` (members, batch))."""
+    def final_accuracies(self, rows: list[int]) -> list[tuple[float, float | None, float]]:
+        """(train, val, test) accuracy of each member at `rows`; val None without a validation split."""
+        train = self.accuracies((self.splits.train.images, self.splits.train.labels), rows)
+        val = self.val_accuracies()
+        val = [None] * len(rows) if val is None else val[rows]
+        test = self.accuracies(self.splits.test, rows)
+        return [
+            tuple(None if a is None else float(a) for a in accs)
+            for accs in zip(train, val, test, strict=True)
+        ]
+
+    def histogram_tensors(self) -> list[dict[str, np.ndarray]]:
+        """Each member's logits on its next batch and its weights, by TensorBoard tag."""
+        batch_indices = np.stack([m.order.indices(self.step, self.step + 1)[0] for m in self.members])
         train = self.splits.train
-        if self.stacked:
-            return np.asarray(
-                step.stacked_logits(
-                    self.graphdef, self.state.params, train.images, batch_indices, train.mean_image
-                )
-            )
-        images = train.images[batch_indices[0]]
-        return np.asarray(step.predict(self.graphdef, self.state.params, images, train.mean_image))[None]
+        logits = train_step.members_logits(
+            self.graphdef,
+            self.state.params,
+            train.images,
+            batch_indices,
+            train.mean_image,
+            stacked=self.stacked,
+        )
+        return [
+            {"logits": logits[j], **train_step.weight_tensors(params)}
+            for j, (params, _) in self.member_states(range(len(self.members)))
+        ]
 
-    def host_state(self) -> tuple[Any, Any]:
-        """(params, opt_state) of every member, on the host: one transfer for all of them."""
-        return jax.device_get((self.state.params, self.state.opt_state))
-
-    def member_state(self, row: int, host_state: tuple[Any, Any]) -> tuple[Any, Any]:
-        """Member `row`'s (params, opt_state) out of `host_state`, at its own width."""
-        if not self.stacked:
-            return host_state
-        tree = jax.tree.map(lambda leaf: leaf[row], host_state)
-        return model.resize(tree, self.members[row].cfg.hidden)
+    def member_states(self, rows: Iterable[int]) -> Iterator[tuple[int, tuple[Any, Any]]]:
+        """(row, (params, opt_state)) of each member at `rows`, on the host at its own width: one
+        transfer for all of them."""
+        host = jax.device_get((self.state.params, self.state.opt_state))
+        for row in rows:
+            if not self.stacked:
+                yield row, host
+            else:
+                tree = jax.tree.map(lambda leaf, r=row: leaf[r], host)
+                yield row, model.resize(tree, self.members[row].cfg.hidden)
 
     def _every(self, rows: list[int] | None) -> bool:
         """Whether `rows` are all members in order: a gather would only copy the state."""
         return rows is None or list(rows) == list(range(len(self.members)))
-
-    def keep(self, rows: list[int]) -> None:
-        """Go on with the members at `rows` only (the others ended)."""
-        if self._every(rows):
-            return
-        self.members = [self.members[r] for r in rows]
-        if self.stacked and self.members:
-            index = np.asarray(rows)
-            state = self.state
-            params, opt_state, alive = _take((state.params, state.opt_state, state.alive), index)
-            self.state = step.TrainState(params, opt_state, alive, state.step)
-            self.hyper = _take(self.hyper, index)
-
-    def copy_rows(self, dst: list[int], src: list[int]) -> None:
-        """Members `dst` take the parameters and optimizer state of members `src` (stacked only)."""
-        state = self.state
-        params, opt_state, alive = _copy_rows(
-            (state.params, state.opt_state, state.alive), jnp.asarray(dst), jnp.asarray(src)
-        )
-        self.state = step.TrainState(params, opt_state, alive, state.step)
-
-    def set_hyperparameters(self) -> None:
-        """Take each member's `lr` and `reg` into the program (after a controller changed them)."""
-        if self.stacked:
-            self.hyper = self.hyper._replace(lr=self._column("lr"), reg=self._column("reg"))
-        else:
-            member = self.members[0]
-            self.hyper = self.hyper._replace(lr=jnp.float32(member.lr), reg=jnp.float32(member.reg))

@@ -60,9 +60,7 @@ class TrialPruning(Controller):
     ends `pruned` (checkpointed, with its metrics then) when the study's pruner says so."""
 
     def __init__(self, members: list[Any]):
-        for member in members:
-            if has_trial(member.cfg):
-                member.trial = open_trial(member.cfg.trial)
+        self.trials = {member: open_trial(member.cfg.trial) for member in members if has_trial(member.cfg)}
 
     def act(self, engine: Engine, step: int) -> None:
         if step == 0 or not engine.schedule.is_log_point(step):
@@ -70,7 +68,7 @@ class TrialPruning(Controller):
         pruned = []
         for program, row in engine.members_at(step):
             member = program.members[row]
-            trial = member.trial
+            trial = self.trials.get(member)
             if trial is None:
                 continue
             value = float(program.val_accuracies()[row])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ class RunRecord:
         self.hparams = config.hyperparameters(self.cfg_dict)
         self.writer: RunWriter | None = None
         self.saved_step: int | None = None  # the step of the last checkpoint written
+        self.attempts: list[dict] = []  # what earlier attempts cost, from the checkpoint it resumed from
+        self.status: Status | None = None  # set when it ends
+        self.metrics: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -42,7 +47,7 @@ class RunRecord:
 
     def open(self, start: int) -> None:
         """Start writing TensorBoard events; on resume, events an earlier attempt wrote past `start` go."""
-        self.writer = RunWriter(self.workdir / "tb", purge_step=start)
+        self.writer = RunWriter(self.workdir, purge_step=start)
 
     def log_point(self, step: int, loss: float, train_accuracy: float, val_accuracy: float | None) -> None:
         """One log point, in the article's words: the step's loss and batch accuracy, before its update."""
@@ -52,29 +57,47 @@ class RunRecord:
         val = f"  val_accuracy {val_accuracy:.4f}" if val_accuracy is not None else ""
         self.log.info("step %d  loss %.4f  train_accuracy %.4f%s", step, loss, train_accuracy, val)
 
-    def hyperparameters(self, step: int, lr: float, reg: float) -> None:
+    def schedule_point(self, step: int, lr: float, reg: float) -> None:
         """The learning rate and L2 constant it trains with from `step` on (when they change)."""
         self.writer.scalars(step, {"hyperparameters/lr": lr, "hyperparameters/reg": reg})
 
     def histograms(self, step: int, tensors: dict[str, Any]) -> None:
         self.writer.histograms(step, tensors)
 
-    def checkpoint(self, step: int, **state: Any) -> Path:
-        """Save `checkpoints/step_<step>.pkl` (see sweeper.checkpoint.save for the keys of `state`)."""
-        path = checkpoint.save(self.workdir / "checkpoints", step=step, config=self.cfg_dict, **state)
+    def checkpoint(
+        self, member: Any, step: int, state: tuple[Any, Any], mean_image: Any, attempt: dict
+    ) -> Path:
+        """Save `checkpoints/step_<step>.pkl` of `member` (sweeper.program) with its `state` (params,
+        opt_state), its data order, history and last losses, and the cost of every attempt so far."""
+        params, opt_state = state
+        path = checkpoint.save(
+            self.workdir / "checkpoints",
+            step=step,
+            config=self.cfg_dict,
+            params=params,
+            opt_state=opt_state,
+            mean_image=mean_image,
+            data_order=member.order.state(step),
+            history=member.history.as_record(),
+            attempts=[*self.attempts, attempt],
+            last_losses=member.last_losses,
+        )
         self.saved_step = step
         self.log.info("saved checkpoint %s", path)
         return path
 
-    def finish(self, metrics: dict[str, Any]) -> None:
-        """Close the record: the final values as each metric's last point (what HParams shows), the
-        HParams session with the run's status, metrics.json, and the closing log lines."""
+    def finish(self, status: Status, step: int, member: Any, accuracies: tuple | None, cost: Cost) -> None:
+        """End the run: metrics.json (results, cost, history), the final values as each metric's last
+        point (what HParams shows), the HParams session with its status, the closing log lines."""
+        metrics = final_metrics(status, step, member.last_losses, accuracies)
+        metrics.update(cost.of(self.attempts), **member.history.as_record())
+        self.status, self.metrics = status, metrics
         self.writer.final(metrics)
-        self.writer.session(self.hparams, Status(metrics["status"]))
+        self.writer.session(self.hparams, status)
         write_metrics(self.workdir, metrics)
         if metrics["test_accuracy"] is not None:
             self.log.info("test accuracy %.4f", metrics["test_accuracy"])
-        t, attempts = metrics["timings"], len(metrics.get("attempts", ()))
+        t, attempts = metrics["timings"], len(metrics["attempts"])
         self.log.info(
             "status %s, total time %.1f s%s (data %.1f s, compile %.1f s, %d steps in %.1f s)",
             metrics["status"],
@@ -85,10 +108,12 @@ class RunRecord:
             t["steps_run"],
             t["train_s"],
         )
+        self.close()
 
-    def interrupted(self, step: int, signum: int, cost: dict[str, Any]) -> None:
+    def interrupted(self, step: int, signum: int, cost: Cost) -> None:
         """Record a run stopped by a signal after its checkpoint at `step`: a rerun resumes it."""
-        metrics = final_metrics(Status.INTERRUPTED, step, None, None) | cost
+        metrics = final_metrics(Status.INTERRUPTED, step, None, None) | cost.of(self.attempts)
+        self.status, self.metrics = Status.INTERRUPTED, metrics
         self.writer.final(metrics)  # the rerun purges these events past its start
         self.writer.session(self.hparams, Status.INTERRUPTED)
         write_metrics(self.workdir, metrics)
@@ -97,10 +122,56 @@ class RunRecord:
             signal.Signals(signum).name,
             step,
         )
+        self.close()
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+@dataclass(frozen=True)
+class Clock:
+    """When an engine started, what loading its data took, and how many members share its wall time."""
+
+    started: float
+    data_s: float
+    members: int
+
+    def attempt(self, start: int, step: int) -> dict[str, Any]:
+        """An attempt at a member from step `start` to `step`: its equal share of the wall time so far."""
+        share_s = (time.perf_counter() - self.started) / self.members
+        return {"from_step": start, "to_step": step, "wall_time_s": round(share_s, 3)}
+
+    def cost(self, program: Any, member: Any) -> Cost:
+        """What `member` of `program` (sweeper.program) cost in this attempt, and where the time went."""
+        segments = program.segments
+        elapsed = time.perf_counter() - self.started
+        first_step_s = segments.first_step_done - self.started if segments.first_step_done else 0.0
+        steps = program.step - min(m.start for m in program.members)
+        timings = {
+            "data_s": round(self.data_s, 3),
+            "compile_s": round(segments.compile_s, 3),
+            "first_step_s": round(first_step_s, 3),
+            "train_s": round(segments.train_s, 3),
+            "steps_run": steps,
+            "steps_per_s": round(steps / segments.train_s, 1) if segments.train_s > 0 else None,
+        }
+        if program.stacked:
+            timings |= {"fused_jobs": program.initial_size, "fused_wall_time_s": round(elapsed, 3)}
+        return Cost(self.attempt(member.start, program.step), timings)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """This attempt at a run and its timings: metrics.json's cost keys, with the earlier attempts."""
+
+    attempt: dict[str, Any]
+    timings: dict[str, Any]
+
+    def of(self, earlier: list[dict]) -> dict[str, Any]:
+        attempts = [*earlier, self.attempt]
+        wall = round(sum(a["wall_time_s"] for a in attempts), 3)
+        return {"wall_time_s": wall, "attempts": attempts, "timings": self.timings}
 
 
 def final_metrics(

@@ -19,7 +19,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import OmegaConf
 
@@ -35,12 +35,23 @@ from sweeper.status import Status
 from sweeper.writer import METRIC_TAGS, METRICS_FILE, read_metrics, write_sweep_run
 
 SEED_KEY = "seed"
-SWEEP_RUN = "sweep_progress"  # the sweep's own TensorBoard run, beside the job folders
+# The sweep's own TensorBoard run, a folder beside the job folders (each job's folder is its run). No `=`
+# in it and not `default`, so no job is ever named so (sweeper.config.job_name).
+SWEEP_RUN = "sweep_progress"
+
+
+class Interval(NamedTuple):
+    """A swept interval, as Optuna samples it: `interval(low, high)`, log-uniform in `tag(log, ...)`."""
+
+    low: float
+    high: float
+    log: bool = False
 
 
 @dataclass
-class Job:
-    """One job folder of a sweep, and its status: from its metrics.json, else from what is there."""
+class JobResult:
+    """One sweep job as its folder records it: its overrides, its metrics.json (None until it ends), and
+    its status: from its metrics.json, else from what is there."""
 
     name: str
     overrides: list[str]
@@ -57,11 +68,12 @@ class Job:
 
 
 def job_status(folder: Path, metrics: dict[str, Any] | None) -> Status:
+    """Its metrics.json's status, else running (locked), unfinished (it left a trace) or not started."""
     if metrics is not None:
         return Status(metrics["status"])
     if is_locked(folder):
         return Status.RUNNING
-    started = (folder / "checkpoints").is_dir() or any((folder / "tb").glob("events.out.tfevents.*"))
+    started = (folder / "checkpoints").is_dir() or any(folder.glob("events.out.tfevents.*"))
     return Status.UNFINISHED if started else Status.NOT_STARTED
 
 
@@ -70,21 +82,25 @@ class Row:
     """One config (all of a job's overrides but the seed) and its jobs over seeds."""
 
     params: dict[str, str]
-    jobs: list[Job] = field(default_factory=list)
+    jobs: list[JobResult] = field(default_factory=list)
 
     def values(self, key: str) -> list[float]:
+        """The metric `key` of each of its jobs that has one."""
         return [j.metrics[key] for j in self.jobs if j.metrics and j.metrics.get(key) is not None]
 
     def mean(self, key: str) -> float | None:
+        """The mean of `key` over seeds, None when no job has it."""
         values = self.values(key)
         return statistics.fmean(values) if values else None
 
     def std(self, key: str) -> float | None:
+        """The sample standard deviation of `key` over seeds, None with fewer than two."""
         values = self.values(key)
         return statistics.stdev(values) if len(values) > 1 else None
 
     @property
     def status(self) -> str:
+        """Its jobs' status, or how many have each (`1 crashed, 1 ok`) when they differ."""
         counts: dict[str, int] = {}
         for job in self.jobs:
             counts[job.status.value] = counts.get(job.status.value, 0) + 1
@@ -94,6 +110,7 @@ class Row:
 
     @property
     def sort_key(self) -> tuple:
+        """Ranks configs with a result first, those trained to the end before pruned ones, best first."""
         score = self.mean("val_accuracy")
         if score is None:
             score = self.mean("objective") if any(j.status is Status.OK for j in self.jobs) else None
@@ -102,6 +119,7 @@ class Row:
 
 
 def parse_params(overrides: list[str]) -> dict[str, str]:
+    """The hyperparameters a job's overrides set (key -> value as written), bookkeeping keys left out."""
     return {
         override_key(o): o.split("=", 1)[1]
         for o in overrides
@@ -109,7 +127,7 @@ def parse_params(overrides: list[str]) -> dict[str, str]:
     }
 
 
-def read_jobs(sweep_dir: Path) -> list[Job]:
+def read_jobs(sweep_dir: Path) -> list[JobResult]:
     """Every job folder under `sweep_dir` (those with a `.hydra/overrides.yaml`), in name order."""
     jobs = []
     for overrides_file in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
@@ -118,11 +136,11 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         metrics = read_metrics(folder, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
         finished_at = (folder / METRICS_FILE).stat().st_mtime if metrics else 0.0
         status = job_status(folder, metrics)
-        jobs.append(Job(folder.name, overrides, parse_params(overrides), metrics, status, finished_at))
+        jobs.append(JobResult(folder.name, overrides, parse_params(overrides), metrics, status, finished_at))
     return jobs
 
 
-def group(jobs: list[Job]) -> list[Row]:
+def group(jobs: list[JobResult]) -> list[Row]:
     """Jobs grouped by config (everything but the seed), best validation accuracy first."""
     rows: dict[tuple, Row] = {}
     for job in jobs:
@@ -131,8 +149,8 @@ def group(jobs: list[Job]) -> list[Row]:
     return sorted(rows.values(), key=lambda r: r.sort_key)
 
 
-def swept_keys(jobs: list[Job], declared: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """Keys the sweep varies: declared as sweeps, or taking more than one value across jobs."""
+def varied_keys(jobs: list[JobResult], declared: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The table's keys: those declared as swept, then any other taking more than one value across jobs."""
     seen: dict[str, set[str]] = {}
     for job in jobs:
         for key, value in job.params.items():
@@ -141,19 +159,19 @@ def swept_keys(jobs: list[Job], declared: list[str] | tuple[str, ...] = ()) -> l
     return list(dict.fromkeys(keys))
 
 
-def sweep_domains(sweep_dir: Path) -> dict[str, list | tuple]:
-    """What `multirun.yaml` declares as swept: key -> list of values, or (low, high) for an interval."""
+def sweep_domains(sweep_dir: Path) -> dict[str, list | Interval]:
+    """What `multirun.yaml` declares as swept: key -> its list of values, or its Interval."""
     path = Path(sweep_dir) / MULTIRUN_RECORD
     if not path.is_file():
         return {}
-    domains: dict[str, list | tuple] = {}
+    domains: dict[str, list | Interval] = {}
     for override in sweep_overrides(OmegaConf.load(path).hydra):
         key = override_key(override.get_key_element())
         if key in NOT_HYPERPARAMETERS or not override.is_sweep_override():
             continue
         if override.is_interval_sweep():
             interval = override.value()
-            domains[key] = (float(interval.start), float(interval.end))
+            domains[key] = Interval(float(interval.start), float(interval.end), "log" in interval.tags)
         elif override.is_discrete_sweep():
             domains[key] = list(override.sweep_iterator())
     return domains
@@ -182,7 +200,7 @@ def command_for(row: Row) -> str:
     return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
 
 
-def replay_command(job: Job) -> str:
+def replay_command(job: JobResult) -> str:
     """A single run that retraces `job`'s schedule from step 0: its first lr and reg, then each change
     (exact values: a replay reproduces the run only with the same numbers), with the job's seed."""
     skip = ("lr", "reg", "schedule", *SWEEP_ONLY_KEYS)
@@ -194,6 +212,7 @@ def replay_command(job: Job) -> str:
 
 
 def write_csv(path: Path, rows: list[Row], keys: list[str]) -> None:
+    """summary.csv: every row, ranked, with unrounded means and standard deviations."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
@@ -232,6 +251,7 @@ def write_csv(path: Path, rows: list[Row], keys: list[str]) -> None:
 
 
 def markdown(rows: list[Row], keys: list[str], top: int | None = None) -> str:
+    """The ranked table in Markdown, its first `top` rows (all by default)."""
     header = ["#", *keys, "seeds", "val accuracy", "test accuracy", "wall time (s)", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rank, row in enumerate(rows[:top], 1):
@@ -256,19 +276,22 @@ def _number(value: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def plot(path: Path, jobs: list[Job], keys: list[str]) -> None:
+def _value_order(value: str) -> tuple:
+    """Sort key of swept values: numbers by value, then the rest by name."""
+    number = _number(value)
+    return (number is None, number or 0.0, value)
+
+
+def plot(path: Path, jobs: list[JobResult], keys: list[str]) -> None:
     """Accuracy against each swept hyperparameter; diverged/crashed jobs as red crosses on the floor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in keys if k != SEED_KEY] or keys
     fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4.2 * max(len(keys), 1), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=False):
-        values = sorted(
-            {j.params.get(key, "") for j in jobs}, key=lambda v: (_number(v) is None, _number(v) or 0.0, v)
-        )
+        values = sorted({j.params.get(key, "") for j in jobs}, key=_value_order)
         numeric = all(_number(v) is not None for v in values)
         position = {v: (_number(v) if numeric else i) for i, v in enumerate(values)}
         done = [j for j in jobs if j.status is Status.OK]
@@ -320,7 +343,7 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
     if not jobs:
         raise FileNotFoundError(f"no job folders (with .hydra/overrides.yaml) in {sweep_dir}")
     domains = sweep_domains(sweep_dir)
-    keys = swept_keys(jobs, list(domains))
+    keys = varied_keys(jobs, list(domains))
     rows = group(jobs)
     columns = [k for k in keys if k != SEED_KEY]
     counts = {s: sum(j.status is s for j in jobs) for s in Status}
@@ -354,7 +377,7 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
     return rows
 
 
-def notes(jobs: list[Job]) -> list[str]:
+def notes(jobs: list[JobResult]) -> list[str]:
     """What the table does not say: jobs stopped early, jobs whose lr and reg changed, crashes."""
     lines = []
     pruned = [j for j in jobs if j.status is Status.PRUNED]
@@ -396,15 +419,11 @@ def importance(rows: list[Row], keys: list[str], declared: dict) -> dict[str, fl
         return "needs Optuna (pip install 'sweeper[scale]')"
     distributions = {}
     for key in keys:
-        values = sorted(
-            {row.params[key] for row, _ in scored if key in row.params},
-            key=lambda v: (_number(v) is None, _number(v) or 0, v),
-        )
+        values = sorted({row.params[key] for row, _ in scored if key in row.params}, key=_value_order)
         domain = declared.get(key)
-        if isinstance(domain, tuple):
-            low, high = domain
+        if isinstance(domain, Interval):
             distributions[key] = optuna.distributions.FloatDistribution(
-                low, high, log=low > 0 and high / low >= 10
+                domain.low, domain.high, log=domain.log
             )
         elif len(values) > 1:
             distributions[key] = optuna.distributions.CategoricalDistribution(values)
@@ -428,6 +447,8 @@ def importance(rows: list[Row], keys: list[str], declared: dict) -> dict[str, fl
     finally:
         optuna.logging.set_verbosity(verbosity)
     study.add_trials(trials)
+    # PED-ANOVA compares the best configs' values with all configs': Optuna's top 10 %, but at least the
+    # best 3 (2.5 rounds up to 3 whatever the float error), since one or two configs are no distribution.
     evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=max(0.1, 2.5 / len(trials)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -435,6 +456,7 @@ def importance(rows: list[Row], keys: list[str], declared: dict) -> dict[str, fl
 
 
 def importance_line(result: dict[str, float] | str) -> str:
+    """The summary's importance sentence: each key's importance, largest first, or why there is none."""
     if isinstance(result, str):
         return f"Hyperparameter importance: not estimated ({result})."
     ranked = ", ".join(f"{key} {value:.2f}" for key, value in result.items())
@@ -443,22 +465,20 @@ def importance_line(result: dict[str, float] | str) -> str:
     )
 
 
-def write_tensorboard(sweep_dir: Path, jobs: list[Job], keys: list[str], declared: dict) -> None:
+def write_tensorboard(sweep_dir: Path, jobs: list[JobResult], keys: list[str], declared: dict) -> None:
     """The sweep's own TensorBoard run (SWEEP_RUN): the HParams experiment (each swept key's domain and
     a `status` column; the metrics) and the objective of each job in the order they finished."""
     domains = _experiment_domains(jobs, keys, declared)
     domains["status"] = sorted({Status.OK.value} | {j.status.value for j in jobs})
     finished = sorted((j for j in jobs if j.metrics), key=lambda j: j.finished_at)
-    for legacy in sweep_dir.glob("events.out.tfevents.*"):  # where older versions kept the experiment
-        legacy.unlink()
     write_sweep_run(
         sweep_dir / SWEEP_RUN, domains, tuple(METRIC_TAGS), [j.metrics["objective"] for j in finished]
     )
 
 
-def _experiment_domains(jobs: list[Job], keys: list[str], declared: dict) -> dict[str, list | tuple]:
+def _experiment_domains(jobs: list[JobResult], keys: list[str], declared: dict) -> dict[str, list | Interval]:
     """HParams domains: the declared list or interval, else the values the jobs took; numbers as floats."""
-    domains: dict[str, list | tuple] = {}
+    domains: dict[str, list | Interval] = {}
     for key in keys:
         domain = declared.get(key)
         if domain is None:
@@ -471,6 +491,7 @@ def _experiment_domains(jobs: list[Job], keys: list[str], declared: dict) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m sweeper.summary SWEEP_DIR`: rewrite a sweep's summary; exit 2 when there is no sweep."""
     parser = argparse.ArgumentParser(prog="python -m sweeper.summary", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. multirun/2026-11-28/10-00-00")
     parser.add_argument("--top", type=int, default=5, help="rows to print (all are written)")

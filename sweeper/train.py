@@ -2,7 +2,7 @@
 
 Read top to bottom: validate the config, load the data, build the run (fresh or resumed), put it on the
 device as a one-member program, and let the engine train it (sweeper.engine: when to log, checkpoint
-and stop; sweeper.record: what the run leaves). The step maths is in sweeper.step.
+and stop; sweeper.record: what the run leaves). The step maths is in sweeper.train_step.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 import jax
 
-from sweeper import checkpoint, config, data, memory, model, step
+from sweeper import checkpoint, config, data, memory, model, train_step
+from sweeper.controllers import ScheduleReplay
 from sweeper.engine import Engine, Schedule
 from sweeper.program import Program, new_member
 from sweeper.pruning import TrialPruning, has_trial
-from sweeper.record import RunRecord
+from sweeper.record import Clock, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ def check_batch_size(cfg: Any, num_train: int) -> None:
 
 
 def train_and_evaluate(cfg: Any, workdir: str | Path) -> dict[str, Any]:
-    """Train as `cfg` says, writing tb/, checkpoints/ and metrics.json into `workdir`; return the metrics."""
+    """Train as `cfg` says, writing TensorBoard events, checkpoints/ and metrics.json into `workdir`;
+    return the metrics."""
     started = time.perf_counter()
     config.validate(cfg)
     memory.check_fits(cfg)
@@ -49,11 +51,11 @@ def train_and_evaluate(cfg: Any, workdir: str | Path) -> dict[str, Any]:
     data_s = time.perf_counter() - started
     check_batch_size(cfg, len(dataset.train_images))
     member = new_member(cfg, record, len(dataset.train_images))
-    program = Program([member], step.to_device(dataset), stacked=False)
-    controllers = [TrialPruning([member])] if has_trial(cfg) else []
+    program = Program([member], train_step.to_device(dataset), stacked=False)
+    controllers = [ScheduleReplay(), *([TrialPruning([member])] if has_trial(cfg) else [])]
     record.open(member.start)
     try:
-        Engine([program], Schedule.of(cfg), controllers=controllers, started=started, data_s=data_s).run()
+        Engine([program], Schedule.of(cfg), controllers=controllers, clock=Clock(started, data_s, 1)).run()
     finally:
         record.close()
     return member.metrics
@@ -67,7 +69,7 @@ def evaluate_checkpoint(cfg: Any, path: str | Path) -> dict[str, Any]:
     graphdef, template = model.abstract(hidden)
     params = checkpoint.restore_params(payload, template, path)
     dataset = data.load(cfg.data)
-    test_accuracy = step.accuracy(
+    test_accuracy = train_step.accuracy(
         graphdef, params, dataset.test_images, dataset.test_labels, payload["mean_image"]
     )
     log.info("restored %s: step %d, hidden %d", path, payload["step"], hidden)

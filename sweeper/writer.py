@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ _torch_was_loaded = "torch" in sys.modules
 if not _torch_was_loaded:
     sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
 try:
-    from tensorboardX import SummaryWriter
+    from tensorboardX import FileWriter, SummaryWriter
     from tensorboardX.proto.api_pb2 import (
         DataType,
         Experiment,
@@ -33,6 +34,7 @@ try:
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
     from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
     from tensorboardX.summary import hparams as hparams_summaries
+    from tensorboardX.summary import scalar
 finally:
     if not _torch_was_loaded:
         del sys.modules["torch"]
@@ -62,7 +64,8 @@ SESSION_SUFFIX = ".session"  # the event file holding a run's HParams session, r
 
 
 class RunWriter:
-    """TensorBoard writer for one run's `tb/` folder: scalars, histograms, final values, HParams session."""
+    """TensorBoard writer for one run's folder (its events beside its checkpoints, so that TensorBoard names
+    the run by its folder, the job): scalars, histograms, final values, HParams session."""
 
     def __init__(self, logdir: Path, purge_step: int | None = None):
         # purge_step: on resume, TensorBoard drops the events an interrupted attempt wrote past it.
@@ -110,9 +113,9 @@ class RunWriter:
         session_end = _hparams_summary(
             "session_end_info", session_end_info=SessionEndInfo(status=session_status)
         )
-        with SummaryWriter(str(self.logdir), filename_suffix=SESSION_SUFFIX) as writer:
-            writer._get_file_writer().add_summary(session_start)
-            writer._get_file_writer().add_summary(session_end)
+        with contextlib.closing(FileWriter(str(self.logdir), filename_suffix=SESSION_SUFFIX)) as writer:
+            writer.add_summary(session_start)
+            writer.add_summary(session_end)
 
     def close(self) -> None:
         self._writer.close()
@@ -154,7 +157,7 @@ def record_crash(workdir: Path, hparams: dict[str, Any], error: str, wall_time_s
         "wall_time_s": round(wall_time_s, 3),
         "objective": 0.0,
     }
-    writer = RunWriter(Path(workdir) / "tb")
+    writer = RunWriter(Path(workdir))
     try:
         writer.final(metrics)
         writer.session(hparams, Status.CRASHED)
@@ -199,13 +202,13 @@ def write_sweep_run(
     folder = Path(folder)
     for old in folder.glob("events.out.tfevents.*"):
         old.unlink()
-    with SummaryWriter(str(folder)) as writer:
+    with contextlib.closing(FileWriter(str(folder))) as writer:
         summary = _hparams_summary(
             "experiment", experiment=Experiment(hparam_infos=infos, metric_infos=metric_infos)
         )
-        writer._get_file_writer().add_summary(summary)
+        writer.add_summary(summary)
         best = float("-inf")
         for k, objective in enumerate(objectives, 1):
             best = max(best, objective)
-            writer.add_scalar("sweep/objective", objective, k)
-            writer.add_scalar("sweep/best_objective", best, k)
+            writer.add_summary(scalar("sweep/objective", objective), k)
+            writer.add_summary(scalar("sweep/best_objective", best), k)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import FAST, ROOT, compose_config, results
 
-from sweeper import checkpoint, step, train
+from sweeper import checkpoint, train_step, train
 from sweeper.checkpoint import CheckpointError
 
 PLAIN = (dict, list, str, int, float, bool, type(None), np.ndarray)
@@ -45,8 +45,8 @@ def test_round_trip_holds_everything_as_plain_values(tmp_path):
     assert payload["mean_image"].shape == (3072,) and payload["mean_image"].dtype == np.float32
     assert len(payload["opt_state"]) == 9  # adam: count + mu and nu for 4 parameter arrays
 
-    optimizer = step.optimizer_factory(cfg.optimizer)(cfg.lr)
-    params, _ = step.init_run(32, 0)
+    optimizer = train_step.optimizer_factory(cfg.optimizer)(cfg.lr)
+    params, _ = train_step.init_run(32, 0)
     restored = checkpoint.restore_opt_state(payload, optimizer.init(params), path)
     params = checkpoint.restore_params(payload, params, path)
     for saved, leaf in zip(payload["opt_state"], jax.tree.leaves(restored), strict=True):

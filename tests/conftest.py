@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import pickle
 import signal
 import socket
@@ -38,8 +39,19 @@ FAST = [
     "max_steps=200",
     "log_every=50",
     "checkpoint_every=100",
-    "jax_cache_dir=null",
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+    """One JAX compilation cache for the whole session, this process and every `run.py` it starts: the
+    tests train the same few shapes over and over, and each compiles once (never into the user's cache)."""
+    from sweeper.train import enable_compilation_cache
+
+    cache = tmp_path_factory.mktemp("jax-cache")
+    os.environ["SWEEPER_JAX_CACHE"] = str(cache)
+    enable_compilation_cache(cache)
+    return cache
 
 
 def results(metrics: dict) -> dict:

@@ -15,7 +15,7 @@ from conftest import FAST, compose_config, job_metrics, killed_and_rerun, result
 from omegaconf import OmegaConf
 
 from hydra_plugins.sweeper_fused.fused_launcher import FusedLauncher
-from sweeper import checkpoint, config, data, fused, model, program, step, summary, train
+from sweeper import checkpoint, config, data, fused, model, program, train_step, summary, train
 from sweeper.config import ConfigError
 from sweeper.controllers import Halving, default_rungs
 from sweeper.fused import chunks
@@ -83,18 +83,18 @@ def test_a_padded_group_ends_where_each_config_ends_alone(tmp_path, alone, seeds
 def test_padded_units_stay_exactly_zero():
     width = 16
     graphdef, _ = model.abstract(width)
-    make_optimizer = step.optimizer_factory(cfg_of().optimizer)
-    params = [model.resize(step.init_run(h, 0)[0], width) for h in (8, 16)]
+    make_optimizer = train_step.optimizer_factory(cfg_of().optimizer)
+    params = [model.resize(train_step.init_run(h, 0)[0], width) for h in (8, 16)]
     opt_states = [make_optimizer(0.01).init(p) for p in params]
-    state = step.TrainState(
+    state = train_step.TrainState(
         program._stack(params), program._stack(opt_states), jnp.ones(2, bool), np.int32(0)
     )
     mask = np.stack([np.arange(width) < h for h in (8, 16)]).astype(np.float32)
-    hyper = step.Hyper(jnp.asarray([0.01, 0.01]), jnp.asarray([0.1, 0.1]), mask)
+    hyper = train_step.Hyper(jnp.asarray([0.01, 0.01]), jnp.asarray([0.1, 0.1]), mask)
     images = np.random.default_rng(0).integers(0, 256, (64, 3072), dtype=np.uint8)
-    data = step.DeviceData(jnp.asarray(images), jnp.asarray(np.arange(64) % 10), jnp.zeros(3072))
+    data = train_step.DeviceData(jnp.asarray(images), jnp.asarray(np.arange(64) % 10), jnp.zeros(3072))
     batches = np.arange(5 * 32).reshape(5, 32) % 64
-    segment = step.make_segment(graphdef, make_optimizer, stacked=True)
+    segment = train_step.make_segment(graphdef, make_optimizer, stacked=True)
     state, (losses, _) = segment(state, hyper, data, batches)
     narrow = jax.tree.map(lambda x: np.asarray(x[0]), state.params)
     assert np.isfinite(np.asarray(losses)).all()
@@ -141,7 +141,7 @@ def model_val(workdir: Path, at: int) -> float:
     graphdef, template = model.abstract(hidden)
     params = checkpoint.restore_params(payload, template, workdir)
     dataset = data.load(OmegaConf.create(payload["config"])["data"])
-    return step.accuracy(graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"])
+    return train_step.accuracy(graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"])
 
 
 def test_a_fused_member_continues_alone(tmp_path):
@@ -220,7 +220,7 @@ def test_fused_launcher_gives_every_job_what_the_basic_launcher_gives(
             "checkpoints/step_100.pkl",
         ):
             assert (tmp_path / name / part).is_file(), part
-        assert list((tmp_path / name / "tb").glob("events.out.tfevents.*"))
+        assert list((tmp_path / name).glob("events.out.tfevents.*"))
         log = (tmp_path / name / "run.log").read_text()
         assert "step 150  loss" in log and "test accuracy" in log and "done" in log  # its lines + callback's
     assert "job 4 of 4 done" in result.stdout

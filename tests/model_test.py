@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sweeper import data, model, step
+from sweeper import data, model, train_step
 
 # A normal truncated at +-2 sigma without variance correction keeps this fraction of its stddev.
 TRUNCATED_STD = 0.8796
@@ -16,7 +16,7 @@ TRUNCATED_STD = 0.8796
 
 def init(hidden: int, seed: int):
     graphdef, _ = model.abstract(hidden)
-    params, order_seed = step.init_run(hidden, seed)
+    params, order_seed = train_step.init_run(hidden, seed)
     return graphdef, params, order_seed
 
 
@@ -59,7 +59,7 @@ def test_loss_matches_a_hand_computation():
     x = rng.normal(0, 50, (6, 3072)).astype(np.float32)
     labels = np.array([0, 3, 9, 1, 1, 7])
     reg = 0.3
-    loss, logits = step.loss_fn(params, graphdef, jnp.asarray(x), jnp.asarray(labels), reg)
+    loss, logits = train_step.loss_fn(params, graphdef, jnp.asarray(x), jnp.asarray(labels), reg)
 
     p = {
         k: {n: np.asarray(v, np.float64) for n, v in layer.items()}

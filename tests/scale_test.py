@@ -110,7 +110,7 @@ def test_process_launchers_give_the_same_job_outputs(tmp_path, basic_sweep, laun
         assert results(got[name]) == results(expected[name]), name
         for part in (".hydra/overrides.yaml", "checkpoints/step_100.pkl", "run.log"):
             assert (tmp_path / name / part).is_file(), part
-        assert list((tmp_path / name / "tb").glob("events.out.tfevents.*"))
+        assert list((tmp_path / name).glob("events.out.tfevents.*"))
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 3  # header + one row per job
 
 

@@ -19,7 +19,8 @@ ACCURACY_TOL, LOSS_RTOL = 0.01, 1e-4  # as fused_test: vmapped sums may differ i
 
 
 def session_end(folder: Path) -> tuple[int, str]:
-    events = EventAccumulator(str(folder / "tb"))
+    """The HParams session a job folder holds: (its session status, its `status` hyperparameter)."""
+    events = EventAccumulator(str(folder))
     events.Reload()
     end = events.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
     start = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
@@ -63,12 +64,13 @@ def test_optuna_prunes_trials_in_every_launcher_and_records_them_everywhere(tmp_
 
 
 def test_successive_halving_ranks_every_width_together(tmp_path):
-    widths, lrs = (16, 24, 32), ("0.0003", "0.001", "0.003", "0.01")
+    widths, lrs = (16, 32), ("0.0003", "0.001", "0.003", "0.01")
     cfgs = [compose_config(*FAST, f"hidden={h}", f"lr={lr}", "max_steps=100") for h in widths for lr in lrs]
     workdirs = [tmp_path / f"h{h}-lr{lr}" for h in widths for lr in lrs]
     got = fused.train_group(cfgs, workdirs, hidden="group", halving=Halving((50,), keep=0.3))
-    assert sorted(m["status"] for m in got) == ["ok"] * 4 + ["pruned"] * 8  # ceil(0.3 * 12) = 4 go on
-    assert {m["timings"]["fused_jobs"] for m in got} == {4}  # three programs, one per width
+    # ceil(0.3 * 8) = 3 go on; ranking each width alone would keep ceil(0.3 * 4) = 2 of each.
+    assert sorted(m["status"] for m in got) == ["ok"] * 3 + ["pruned"] * 5
+    assert {m["timings"]["fused_jobs"] for m in got} == {4}  # two programs, one per width
     survivors = [d for d, m in zip(workdirs, got, strict=True) if m["status"] == "ok"]
     pruned = [m["val_accuracy"] for m in got if m["status"] == "pruned"]
     for workdir in survivors:  # ranked on the val accuracy of their checkpoint at the rung
@@ -78,14 +80,17 @@ def test_successive_halving_ranks_every_width_together(tmp_path):
 
 
 def fused_val(payload: dict, workdir: Path) -> float:
+    """The val accuracy of a checkpoint's parameters, on the data of the config it holds."""
     from omegaconf import OmegaConf
 
-    from sweeper import data, model, step
+    from sweeper import data, model, train_step
 
     graphdef, template = model.abstract(model.hidden_size(payload["params"]))
     params = checkpoint.restore_params(payload, template, workdir)
     dataset = data.load(OmegaConf.create(payload["config"])["data"])
-    return step.accuracy(graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"])
+    return train_step.accuracy(
+        graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"]
+    )
 
 
 PBT_GRID = [

@@ -6,8 +6,9 @@ parameters; a cancelled job ends the sweep with a record, a summary and exit sta
 without and with accounting (sacct). The cluster is installed (apt-get) and started where it can be:
 elsewhere (not root, no apt) these tests skip with the reason, or fail where SWEEPER_SLURM_REQUIRED=1
 (.ci/run sets it once it installed the packages). SWEEPER_SLURM_KEEP=1 keeps the cluster's folder (its
-config and the daemons' logs). The launcher's own logic and its import hygiene are also tested without
-SLURM.
+config and the daemons' logs). Without SLURM: that the launcher submits the sbatch script Hydra's own
+launcher submits for the same config (stand-ins for sbatch, squeue and sacct, tests/slurm/fake.py),
+its wait, and its import hygiene.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from conftest import FAST, ROOT, job_metrics, results, run_cli
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from slurm.cluster import Cluster, Unavailable, ensure_installed
+from slurm.fake import fake_slurm, launch, submitted
 
 pytestmark = pytest.mark.slow
 
@@ -293,6 +295,33 @@ print(hasattr(config, "SweeperSlurmConf"), hasattr(slurm_launcher, "SweeperSlurm
         assert result.stdout.strip() == expected, mode
     scan = run_cli("--help")  # Hydra's plugin scan imports every plugin module: no warnings
     assert scan.returncode == 0 and "Error importing" not in scan.stderr and "scanner" not in scan.stderr
+
+
+def test_it_submits_what_hydras_own_launcher_submits_then_waits_itself(tmp_path):
+    overrides = [
+        "hydra.launcher.partition=debug",
+        "+hydra.launcher.additional_parameters.mail-type=END",
+        "hydra.launcher.setup=['export A=1']",
+        "hydra.launcher.lost_after_s=0",
+        "hydra.launcher.poll_s=0.01",
+    ]
+    ours = launch("sweeper", tmp_path / "sweep", fake_slurm(tmp_path / "ours"), *overrides)
+    # Upstream's own launcher is refused at sbatch: its wait would hang on jobs that never run.
+    upstreams = launch("upstream", tmp_path / "sweep", fake_slurm(tmp_path / "upstream", False), *overrides)
+    assert upstreams["error"] == "FailedJobError: sbatch: refused", upstreams
+    (script,), (expected,) = submitted(tmp_path / "ours"), submitted(tmp_path / "upstream")
+    assert script == expected  # one array, the same sbatch parameters, setup and command
+    for flag in ("array=0-1%", "partition=debug", "mail-type=END", "cpus-per-task=4", "signal=USR2@"):
+        assert f"#SBATCH --{flag}" in script, flag
+    assert "export A=1" in script
+    # Then sweeper's wait: squeue lists neither job and neither wrote a result, so both are lost.
+    returns = ours["returns"]
+    assert [(r["type"], r["status"], r["overrides"]) for r in returns] == [
+        ("UnfinishedJob", "FAILED", ["hidden=16"]),
+        ("UnfinishedJob", "FAILED", ["hidden=32"]),
+    ]
+    for r, job_id in zip(returns, ("42_0", "42_1"), strict=True):
+        assert r["error"].startswith(f"SLURM job {job_id} ended without a result"), r["error"]
 
 
 class UncompletedJobError(Exception):

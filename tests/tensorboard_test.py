@@ -1,12 +1,15 @@
-"""Comparing runs in TensorBoard as a user sees it: final values, a status column, short run names."""
+"""A sweep with an ok, a diverged and a crashed job: the failures isolated, and comparing the jobs in a
+real TensorBoard as a user sees it: final values, a status column, runs named by their jobs."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import FAST, run_cli, tensorboard_server
 
+from sweeper import summary
 from sweeper.writer import MISSING_ACCURACY, MISSING_LOSS
 
 pytestmark = pytest.mark.slow
@@ -20,18 +23,37 @@ def mixed_sweep(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("tb") / "s"
     args = ["-m", *FAST, "max_steps=100", "lr=0.001,10,-1", f"hydra.sweep.dir={sweep_dir}"]
     result = run_cli(*args)
-    assert result.returncode == 1  # a job crashed: said, after the summary
-    return sweep_dir, args
+    assert result.returncode == 1, result.stderr  # a job crashed: said, after the summary
+    return sweep_dir, args, result
+
+
+def metrics_of(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def test_diverged_and_crashed_jobs_do_not_stop_the_sweep(mixed_sweep):
+    sweep_dir, _, result = mixed_sweep
+    assert f"error: 1 job(s) crashed, see {sweep_dir / 'summary.md'}" in result.stderr
+    ok, diverged, crashed = (metrics_of(sweep_dir / f"lr={lr}") for lr in ("0.001", "10", "-1"))
+    assert ok["status"] == "ok" and ok["objective"] > 0.25
+    assert diverged["status"] == "diverged" and diverged["objective"] == 0.0
+    assert crashed["status"] == "crashed" and crashed["objective"] == 0.0
+    assert "lr must be > 0" in crashed["error"]
+    rows = summary.group(summary.read_jobs(sweep_dir))
+    assert rows[0].status == "ok" and {r.status for r in rows[1:]} == {"diverged", "crashed"}
+    text = (sweep_dir / "summary.md").read_text()
+    assert "Crashed jobs" in text and "lr must be > 0" in text
 
 
 def test_hparams_shows_final_values_and_status_for_every_job(mixed_sweep):
-    sweep_dir, _ = mixed_sweep
+    sweep_dir, _, _ = mixed_sweep
     with tensorboard_server(sweep_dir, runs=4) as (get, runs):
-        # Named by the swept key alone; the sweep's own run has data of its own.
-        assert sorted(runs) == ["lr=-1/tb", "lr=0.001/tb", "lr=10/tb", "sweep_progress"]
+        # Each run named by its job (the swept key alone), nothing appended; the sweep's own run has
+        # data of its own.
+        assert sorted(runs) == ["lr=-1", "lr=0.001", "lr=10", summary.SWEEP_RUN]
         tags = get("/plugin/scalars/tags")
         assert all(tags[run] for run in runs)  # no run without data
-        assert set(tags["sweep_progress"]) == {"sweep/objective", "sweep/best_objective"}
+        assert set(tags[summary.SWEEP_RUN]) == {"sweep/objective", "sweep/best_objective"}
 
         experiment = get("/plugin/hparams/experiment", {"experimentName": ""})
         domains = {h["name"]: h.get("domainDiscrete") for h in experiment["hparamInfos"]}
@@ -45,8 +67,7 @@ def test_hparams_shows_final_values_and_status_for_every_job(mixed_sweep):
     seen = set()
     for group in groups:
         (session,) = group["sessions"]
-        folder = sweep_dir / session["name"].removesuffix("/tb")
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = metrics_of(sweep_dir / session["name"])
         assert group["hparams"]["status"] == metrics["status"]  # the status column
         seen.add(metrics["status"])
         values = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
@@ -58,14 +79,15 @@ def test_hparams_shows_final_values_and_status_for_every_job(mixed_sweep):
     assert seen == {"ok", "diverged", "crashed"}
 
 
-def test_the_summary_says_which_hyperparameter_mattered(mixed_sweep):
-    sweep_dir, _ = mixed_sweep
+def test_the_summary_says_why_it_estimates_no_importance_from_three_configs(mixed_sweep):
+    # (The importance itself, against Optuna's: summary_test.)
+    sweep_dir, _, _ = mixed_sweep
     text = (sweep_dir / "summary.md").read_text()
     assert "Hyperparameter importance: not estimated (needs at least 4 configs with a result, has 3)" in text
 
 
 def test_a_rerun_with_other_fixed_overrides_is_refused(mixed_sweep):
-    sweep_dir, args = mixed_sweep
+    sweep_dir, args, _ = mixed_sweep
     before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}
     result = run_cli(*[a.replace("max_steps=100", "max_steps=200") for a in args])
     assert result.returncode == 2

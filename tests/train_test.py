@@ -54,9 +54,10 @@ def test_cli_run_learns_and_leaves_its_outputs(cli_run):
 
 def test_tensorboard_events(cli_run):
     workdir, _ = cli_run
-    tb = workdir / "tb"
-    assert [p for p in tb.iterdir() if p.is_dir()] == []  # hparams in the run itself, no timestamp folder
-    events = EventAccumulator(str(tb), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    # The events in the run's folder itself, hparams too (no timestamp folder): TensorBoard names the run
+    # by its folder.
+    assert list(workdir.glob("events.out.tfevents.*")) and not list(workdir.glob("*/events.out.tfevents.*"))
+    events = EventAccumulator(str(workdir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
     assert {"loss/train", "accuracy/train", "accuracy/val", "accuracy/test"} <= set(tags["scalars"])
@@ -112,7 +113,7 @@ def test_divergence_is_a_result_not_a_crash(tmp_path):
     assert metrics["objective"] == 0.0 and metrics["test_accuracy"] is None
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
     assert not (tmp_path / "checkpoints").exists()  # NaN parameters are not worth keeping
-    events = EventAccumulator(str(tmp_path / "tb"))
+    events = EventAccumulator(str(tmp_path))
     events.Reload()
     content = events.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
     end = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info

@@ -1,20 +1,18 @@
 """The fused launcher's work, imported only when it launches.
 
-It composes every job's config as Hydra's basic launcher does and asks the trainer (`hydra.launcher.
-trainer`, by default sweeper.fused) which jobs it can train: valid sweeper configs in train mode that
-have not finished. Those are locked (sweeper.locks: another process on the same sweep folder passes
-them over), their `.hydra/` record is written at once (so that a summary of a killed sweep lists
-them), and the trainer trains them as fused programs. As each one finishes, it goes through Hydra's
-own `run_job` (its record, the callbacks' progress lines, its JobReturn), with a task that returns
-the objective its program computed. Every other job runs through the task function, as the basic
-launcher runs it: another app's jobs, mode=eval, finished jobs, a group of one, or jobs whose fused
-training raised.
+It composes every job's config as Hydra's basic launcher does and asks sweeper.fused which jobs it can
+train: valid sweeper configs in train mode that have not finished. Those are locked (sweeper.locks:
+another process on the same sweep folder passes them over), their `.hydra/` record is written at once
+(so that a summary of a killed sweep lists them), and sweeper.fused trains them as fused programs.
+As each one finishes, it goes through Hydra's own `run_job` (its record, the callbacks' progress
+lines, its JobReturn), with a task that returns the objective its program computed. Every other job
+runs through the task function, as the basic launcher runs it: another app's jobs, mode=eval,
+finished jobs, a group of one, or jobs whose fused training raised.
 """
 
 # No `from __future__ import annotations` (see config.py).
 import contextlib
 import copy
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,16 +23,24 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from sweeper import fused, signals
+from sweeper.cli import one_line, user_errors
+from sweeper.controllers import Halving, PopulationBasedTraining, default_rungs
+from sweeper.locks import JobLock
+from sweeper.train import enable_compilation_cache
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Job:
+class FusedJob:
+    """One job of the sweep as this launcher handles it."""
+
     idx: int
     overrides: list[str]
     config: DictConfig  # with its hydra node, as run_job takes it
     output_dir: Path
-    task_cfg: DictConfig | None = None  # without the hydra node; set when the trainer accepts it
+    task_cfg: DictConfig | None = None  # without the hydra node; set when sweeper.fused accepts it
     cfg_dict: dict[str, Any] | None = None
     log_file: Path | None = None
     result: JobReturn | None = None
@@ -43,40 +49,35 @@ class Job:
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     setup_globals()
-    config = launcher.config
+    config, settings = launcher.config, launcher.settings
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    trainer = importlib.import_module(launcher.trainer)
     jobs = [_compose(launcher, list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
     with contextlib.ExitStack() as held:
-        fusable = [job for job in jobs if _accept(trainer, job, held)]
-        pad_hidden = _pad_hidden(launcher)
-        groups = trainer.plan(
-            [j.cfg_dict for j in fusable], pad_hidden=pad_hidden, max_batch=launcher.max_batch
+        fusable = [job for job in jobs if _accept(job, held)]
+        pad_hidden = _pad_hidden(settings)
+        groups = fused.plan(
+            [j.cfg_dict for j in fusable], pad_hidden=pad_hidden, max_batch=settings.max_batch
         )
-        if not (launcher.halving or launcher.pbt.get("interval")):
+        halving, pbt = _controllers(settings, [j.task_cfg for j in fusable])
+        if not (halving or pbt):
             groups = [g for g in groups if len(g) > 1]  # a group of one gains nothing from fusing alone
-        fused = [fusable[i] for g in groups for i in g]
-        fused_idx = {job.idx for job in fused}
+        fused_jobs = [fusable[i] for g in groups for i in g]
+        fused_idx = {job.idx for job in fused_jobs}
         for job in fusable:
             if job.idx not in fused_idx:
                 job.lock.release()
-        if launcher.halving and any(j.task_cfg.data.val_size == 0 for j in fused):
-            from sweeper.config import ConfigError
-
-            raise ConfigError("hydra.launcher.halving ranks jobs by val accuracy: it needs data.val_size > 0")
+        fused.check_group([j.task_cfg for j in fused_jobs], halving=halving, pbt=pbt)
         log.info(
             "Launching %d jobs: %d fused in %d program(s), %d one by one",
             len(jobs),
-            len(fused),
+            len(fused_jobs),
             len(groups),
-            len(jobs) - len(fused),
+            len(jobs) - len(fused_jobs),
         )
-        if fused:
-            from sweeper import signals
-
+        if fused_jobs:
             try:
-                _train(launcher, trainer, fused, "pad" if pad_hidden else "group")
+                _train(launcher, fused_jobs, "pad" if pad_hidden else "group", halving, pbt)
             except signals.Interrupted as stopped:
                 stopped.resume_hint = (
                     f"run the same command with hydra.sweep.dir={config.hydra.sweep.dir} to continue"
@@ -88,7 +89,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     return [job.result for job in jobs]
 
 
-def _compose(launcher: Any, overrides: list[str], idx: int) -> Job:
+def _compose(launcher: Any, overrides: list[str], idx: int) -> FusedJob:
     """The job's config as the basic launcher composes it, and its folder."""
     config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
     with open_dict(config):
@@ -99,19 +100,17 @@ def _compose(launcher: Any, overrides: list[str], idx: int) -> Job:
     with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
         config.hydra.runtime.output_dir = str(output_dir.absolute())
     log_file = OmegaConf.select(config, "hydra.job_logging.handlers.file.filename", default=None)
-    return Job(idx, overrides, config, output_dir, log_file=Path(log_file) if log_file else None)
+    return FusedJob(idx, overrides, config, output_dir, log_file=Path(log_file) if log_file else None)
 
 
-def _accept(trainer: Any, job: Job, held: contextlib.ExitStack) -> bool:
-    """Whether the trainer takes `job`; then it is locked for this process until it ends."""
+def _accept(job: FusedJob, held: contextlib.ExitStack) -> bool:
+    """Whether sweeper.fused takes `job`; then it is locked for this process until it ends."""
     task_cfg = copy.deepcopy(job.config)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
-    cfg_dict = trainer.accepts(task_cfg, job.output_dir)
+    cfg_dict = fused.accepts(task_cfg, job.output_dir)
     if cfg_dict is None:
         return False
-    from sweeper.locks import JobLock
-
     lock = JobLock(job.output_dir)
     if not lock.acquire():  # another process trains it; the task function will say so and skip it
         return False
@@ -121,18 +120,37 @@ def _accept(trainer: Any, job: Job, held: contextlib.ExitStack) -> bool:
     return True
 
 
-def _pad_hidden(launcher: Any) -> bool:
-    if launcher.hidden == "auto":
+def _pad_hidden(settings: Any) -> bool:
+    if settings.hidden == "auto":
         import jax
 
         # Measured on a 2-core CPU: grouping by width beats padding (padding costs about the extra
         # arithmetic); on an accelerator a single small program is dispatch-bound and padding wins.
-        launcher.hidden = "group" if jax.default_backend() == "cpu" else "pad"
-        log.info("fused launcher: hidden=%s on %s", launcher.hidden, jax.default_backend())
-    return launcher.hidden == "pad"
+        settings.hidden = "group" if jax.default_backend() == "cpu" else "pad"
+        log.info("fused launcher: hidden=%s on %s", settings.hidden, jax.default_backend())
+    return settings.hidden == "pad"
 
 
-def _write_record(job: Job) -> None:
+def _controllers(
+    settings: Any, cfgs: list[DictConfig]
+) -> tuple[Halving | None, PopulationBasedTraining | None]:
+    """The successive halving and population-based training that `settings` ask for (else None)."""
+    if not cfgs:
+        return None, None
+    cfg = cfgs[0]
+    halving = pbt = None
+    if settings.halving:
+        halving = Halving(
+            tuple(sorted({int(r) for r in settings.rungs or default_rungs(cfg.max_steps, settings.keep)})),
+            settings.keep,
+        )
+    if settings.pbt.interval:
+        p = settings.pbt
+        pbt = PopulationBasedTraining(p.interval, p.quantile, tuple(float(f) for f in p.factors), cfg.seed)
+    return halving, pbt
+
+
+def _write_record(job: FusedJob) -> None:
     """The job's `.hydra/` config and overrides now, as run_job writes them, so that the sweep's summary
     lists it while it trains (run_job rewrites them when it ends)."""
     subdir = job.config.hydra.output_subdir
@@ -144,25 +162,18 @@ def _write_record(job: Job) -> None:
     (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(job.config.hydra.overrides.task))
 
 
-def _train(launcher: Any, trainer: Any, jobs: list[Job], hidden: str) -> None:
-    from sweeper.controllers import Halving, PopulationBasedTraining, default_rungs
-
+def _train(
+    launcher: Any,
+    jobs: list[FusedJob],
+    hidden: str,
+    halving: Halving | None,
+    pbt: PopulationBasedTraining | None,
+) -> None:
     for job in jobs:
         _write_record(job)
     cfg = jobs[0].task_cfg
     if cfg.jax_cache_dir:
-        from sweeper.train import enable_compilation_cache
-
         enable_compilation_cache(cfg.jax_cache_dir)
-    halving = pbt = None
-    if launcher.halving:
-        halving = Halving(launcher.rungs or default_rungs(cfg.max_steps, launcher.keep), launcher.keep)
-    if launcher.pbt.get("interval"):
-        settings = launcher.pbt
-        factors = tuple(float(f) for f in settings.get("factors", (0.8, 1.25)))
-        pbt = PopulationBasedTraining(
-            int(settings["interval"]), float(settings.get("quantile", 0.25)), factors, cfg.seed
-        )
     fmt = OmegaConf.select(jobs[0].config, "hydra.job_logging.formatters.simple.format", default=None)
 
     def ended(i: int, metrics: dict[str, Any]) -> None:
@@ -171,21 +182,19 @@ def _train(launcher: Any, trainer: Any, jobs: list[Job], hidden: str) -> None:
         job.result = _run(launcher, job, lambda _cfg, value=metrics["objective"]: value)
 
     try:
-        trainer.train_group(
+        fused.train_group(
             [j.task_cfg for j in jobs],
             [j.output_dir for j in jobs],
             hidden=hidden,
-            max_batch=launcher.max_batch,
+            max_batch=launcher.settings.max_batch,
             halving=halving,
             pbt=pbt,
             log_files=[j.log_file for j in jobs],
-            log_format=fmt or trainer.LOG_FORMAT,
+            log_format=fmt or fused.LOG_FORMAT,
             device_data=launcher.device_data,
             on_end=ended,
         )
     except Exception as error:  # the jobs not done yet run one by one, each reporting its own error
-        from sweeper.cli import one_line, user_errors
-
         left = [j for j in jobs if j.result is None]
         log.warning("fused training failed (%s): running %d job(s) one by one", one_line(error), len(left))
         if not isinstance(error, user_errors()):  # a bug: keep its traceback
@@ -195,7 +204,7 @@ def _train(launcher: Any, trainer: Any, jobs: list[Job], hidden: str) -> None:
         configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
 
 
-def _run(launcher: Any, job: Job, task: Any) -> JobReturn:
+def _run(launcher: Any, job: FusedJob, task: Any) -> JobReturn:
     """The job through Hydra's own run_job: its record, the callbacks, its JobReturn."""
     log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
     result = run_job(

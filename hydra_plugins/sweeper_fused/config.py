@@ -1,4 +1,5 @@
-"""The fused launcher's settings (`hydra.launcher.*`), in Hydra's ConfigStore as `hydra/launcher=fused`.
+"""The fused launcher's settings (`hydra.launcher.*`), in Hydra's ConfigStore as `hydra/launcher=fused`:
+each default here, each check in `check_settings`.
 
 Hydra imports every plugin module on every app's start: this one imports nothing but Hydra.
 """
@@ -20,9 +21,6 @@ class PopulationBasedTrainingConf:
 @dataclass
 class FusedLauncherConf:
     _target_: str = "hydra_plugins.sweeper_fused.fused_launcher.FusedLauncher"
-    # The module that trains groups of jobs: `accepts(cfg)`, `plan(...)` and `train_group(...)`
-    # (sweeper.fused documents the contract). Jobs it does not accept go through the task function.
-    trainer: str = "sweeper.fused"
     # Most configs in one program, bigger groups are split into chunks; null: as many as half the
     # device's memory holds (sweeper.memory's estimate).
     max_batch: int | None = None
@@ -31,6 +29,34 @@ class FusedLauncherConf:
     keep: float = 0.5  # fraction kept at each rung
     rungs: list[int] | None = None  # steps of the rungs; null: max_steps * keep**2 and max_steps * keep
     pbt: PopulationBasedTrainingConf = field(default_factory=PopulationBasedTrainingConf)
+
+
+def check_settings(settings: FusedLauncherConf) -> None:
+    """Raise ConfigError naming the first `hydra.launcher.*` key whose value is out of range. (What
+    depends on the jobs' configs, such as halving's validation split, sweeper.fused.check_group checks.)"""
+    from sweeper.config import ConfigError
+
+    pbt = settings.pbt
+    for ok, message in [
+        (
+            settings.max_batch is None or settings.max_batch >= 1,
+            f"max_batch must be >= 1, got {settings.max_batch}",
+        ),
+        (
+            settings.hidden in ("auto", "group", "pad"),
+            f"hidden must be auto, group or pad, got {settings.hidden!r}",
+        ),
+        (0 < settings.keep < 1, f"keep must be in (0, 1), got {settings.keep}"),
+        (
+            settings.rungs is None or all(r >= 1 for r in settings.rungs),
+            f"rungs must be steps >= 1, got {settings.rungs}",
+        ),
+        (pbt.interval >= 0, f"pbt.interval must be >= 0, got {pbt.interval}"),
+        (0 < pbt.quantile <= 0.5, f"pbt.quantile must be in (0, 0.5], got {pbt.quantile}"),
+        (all(f > 0 for f in pbt.factors), f"pbt.factors must be > 0, got {list(pbt.factors)}"),
+    ]:
+        if not ok:
+            raise ConfigError(f"hydra.launcher.{message}")
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="sweeper")

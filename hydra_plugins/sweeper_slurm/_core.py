@@ -1,8 +1,8 @@
 """The SLURM launcher's work, imported only when it launches.
 
-`launch` submits the sweep as hydra_submitit_launcher's `BaseSubmititLauncher.launch` does (one array,
-the launcher itself pickled as each job's callable, so that submitit's USR2 handler requeues it through
-`checkpoint`), then `wait`s for the array itself instead of calling each job's `results()`:
+The launcher runs hydra_submitit_launcher's own `launch`, which submits the sweep as one array (the
+launcher itself pickled as each job's callable, so that submitit's USR2 handler requeues it through
+`checkpoint`); `wait` then replaces its wait on each job's `results()`:
 
 - a job whose result file exists returns its result (the JobReturn that Hydra's `run_job` made in the
   job). A result that raises (an error outside the task) or a failed JobReturn (the task raised: a
@@ -26,7 +26,6 @@ and one line naming the jobs, after the summary is written.
 # No `from __future__ import annotations` (see config.py).
 import contextlib
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -35,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -91,50 +89,11 @@ class UnfinishedReport(Callback):
         sys.exit(1)
 
 
-def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    """hydra_submitit_launcher's `BaseSubmititLauncher.launch` (1.2.0), up to the submission; then `wait`."""
-    import submitit
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-
-    assert launcher.config is not None
-    num_jobs = len(job_overrides)
-    assert num_jobs > 0
-    executor_name = launcher._EXECUTOR
-    params = launcher.params
-    init_params = {"folder": params["submitit_folder"]}
-    specific_init_keys = {"max_num_timeout"}
-    init_params.update(**{f"{executor_name}_{x}": y for x, y in params.items() if x in specific_init_keys})
-    init_keys = specific_init_keys | {"submitit_folder"}
-    executor = submitit.AutoExecutor(cluster=executor_name, **init_params)
-    baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
-    params = {
-        x if x in baseparams else f"{executor_name}_{x}": y for x, y in params.items() if x not in init_keys
-    }
-    executor.update_parameters(**params)
-
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    log.info(f"Submitit '{executor_name}' sweep output dir : {sweep_dir}")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    if "mode" in launcher.config.hydra.sweep:
-        os.chmod(sweep_dir, mode=int(str(launcher.config.hydra.sweep.mode), 8))
-
-    job_params: list[Any] = []
-    for idx, overrides in enumerate(job_overrides):
-        idx = initial_job_idx + idx
-        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        job_params.append(
-            (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
-        )
-
-    jobs = executor.map_array(launcher, *zip(*job_params, strict=True))
-    log.info("SLURM job(s) %s: waiting for %d job(s)", _array_ids(jobs), num_jobs)
-    return wait(launcher, jobs, [list(o) for o in job_overrides])
-
-
 def wait(launcher: Any, jobs: Sequence[Any], job_overrides: list[list[str]]) -> list[JobReturn]:
     """Every job's JobReturn, in order, once each has a result or is known to have ended without one."""
     from sweeper import signals
 
+    log.info("SLURM job(s) %s: waiting for %d job(s)", _array_ids(jobs), len(jobs))
     returns: dict[int, JobReturn] = {}
     unlisted_since: dict[int, float] = {}
     squeue_failing = False
@@ -214,10 +173,13 @@ def _result(launcher: Any, job: Any, overrides: list[str]) -> JobReturn:
         # The task raised in the job: a sweep job records its own errors, so this is submitit's or
         # Hydra's, e.g. submitit's "Job not requeued because: timed-out too many times" raised by its
         # USR2 handler after the job checkpointed. Reported at the end, as a lost job is.
-        log.error("SLURM job %s failed: %s", job.job_id, _first_line(result._return_value))
+        from sweeper.upstream import failed_job_error
+
+        error = failed_job_error(result)
+        log.error("SLURM job %s failed: %s", job.job_id, _first_line(error))
         hydra_cfg = result.hydra_cfg
         output_dir = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir") if hydra_cfg else None
-        return _unfinished(launcher, job, overrides, result._return_value, output_dir, result)
+        return _unfinished(launcher, job, overrides, error, output_dir, result)
     return result  # the JobReturn that run_job made in the job
 
 
@@ -250,12 +212,8 @@ def _unfinished(
     """An UnfinishedJob (with the fields of the job's own JobReturn where it made one), and the job in
     the report at the multirun's end. `folder`: the job's output folder, where known."""
     folder = folder if folder is not None else _job_folder(launcher, overrides)
-    callbacks = getattr(getattr(launcher, "hydra_context", None), "callbacks", None)
-    if callbacks is not None and hasattr(callbacks, "callbacks"):
-        report = next((c for c in callbacks.callbacks if isinstance(c, UnfinishedReport)), None)
-        if report is None:  # first: so that at the multirun's end (callbacks in reverse) it runs last
-            report = UnfinishedReport(str(launcher.config.hydra.sweep.dir))
-            callbacks.callbacks.insert(0, report)
+    report = _report(launcher)
+    if report is not None:
         name = Path(folder).name if folder else " ".join(filter_overrides(overrides))
         report.jobs[job.job_id] = f"{job.job_id} ({name})" if name else job.job_id
     # Without the job's own JobReturn, its configs and cwd are not known here.
@@ -269,6 +227,22 @@ def _unfinished(
         status=JobStatus.FAILED,
         _return_value=error,
     )
+
+
+def _report(launcher: Any) -> UnfinishedReport | None:
+    """The multirun's UnfinishedReport, added at the first unfinished job; None where Hydra changed."""
+    from sweeper.upstream import UpstreamChanged, multirun_callbacks
+
+    try:
+        callbacks = multirun_callbacks(launcher.hydra_context)
+    except UpstreamChanged as error:  # the jobs still fail; only the final line and exit status are lost
+        log.warning("%s", error)
+        return None
+    report = next((c for c in callbacks if isinstance(c, UnfinishedReport)), None)
+    if report is None:  # first: so that at the multirun's end (callbacks in reverse) it runs last
+        report = UnfinishedReport(str(launcher.config.hydra.sweep.dir))
+        callbacks.insert(0, report)
+    return report
 
 
 def _sacct_state(job_id: str) -> str | None:

@@ -4,11 +4,13 @@
 
 Hydra's own launcher submits the sweep as one array and then waits on each job's `results()`. Where a
 job ends without a result (`scancel`, a node failure) submitit asks `sacct`: without accounting it
-waits forever, with accounting it raises, and the multirun stops before its summary. This launcher
-submits in the same way but waits itself (`_core.wait`): a job that SLURM no longer lists and that left
-no result becomes a failed job with a message naming it, the multirun goes on to its end (the summary
-shows the job interrupted or unfinished), and the process then exits 1 with one line saying which jobs
-a rerun of the sweep resumes.
+waits forever, with accounting it raises, and the multirun stops before its summary. This launcher runs
+Hydra's own `launch` (the same executor, sbatch parameters and array) and replaces only that wait
+(`_core.wait`, through `sweeper.upstream.submitit_launch_waits_with`): a job that SLURM no longer lists
+and that left no result becomes a failed job with a message naming it, the multirun goes on to its end
+(the summary shows the job interrupted or unfinished), and the process then exits 1 with one line
+saying which jobs a rerun of the sweep resumes. Each job runs upstream's `__call__`, and submitit's
+USR2 handler requeues it through upstream's `checkpoint`.
 
 The work is in `_core.py`, imported only when launching: Hydra imports this module on every app's
 start, so it imports nothing but Hydra and the submitit plugin's launcher module (which imports
@@ -43,6 +45,11 @@ if SlurmLauncher is not None:
             self.poll_s, self.lost_after_s = float(poll_s), float(lost_after_s)
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            """Upstream's launch, waiting for the array with `_core.wait` instead of each job's results."""
+            from sweeper.upstream import submitit_launch_waits_with
+
             from . import _core
 
-            return _core.launch(self, job_overrides, initial_job_idx)
+            overrides = [list(o) for o in job_overrides]
+            with submitit_launch_waits_with(lambda jobs: _core.wait(self, jobs, overrides)):
+                return super().launch(job_overrides, initial_job_idx)

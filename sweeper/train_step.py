@@ -19,8 +19,7 @@ from flax import nnx
 
 from sweeper import data, model
 from sweeper.config import ConfigError
-
-EVAL_CHUNK = 5000  # images per evaluation call: bounds the float32 activations to ~60 MB
+from sweeper.memory import EVAL_CHUNK
 
 
 class DeviceData(NamedTuple):
@@ -209,6 +208,22 @@ def stacked_logits(graphdef, params, images, batch_idx, mean_image) -> jax.Array
     """(members, batch, 10) logits of each member of stacked `params` on its batch `batch_idx[member]`."""
     logits = lambda p, idx: predict(graphdef, p, images[idx], mean_image)  # noqa: E731
     return jax.vmap(logits)(params, batch_idx)
+
+
+def members_correct(graphdef, params, images, labels, mean_image, *, stacked: bool) -> np.ndarray:
+    """(members,) how many `images` each member classifies correctly: of stacked `params`, or of one
+    run's as a single member."""
+    if stacked:
+        return np.asarray(stacked_count_correct(graphdef, params, images, labels, mean_image))
+    return np.asarray([count_correct(graphdef, params, images, labels, mean_image)])
+
+
+def members_logits(graphdef, params, images, batch_idx, mean_image, *, stacked: bool) -> np.ndarray:
+    """(members, batch, 10) logits of each member on its batch `batch_idx[member]`: of stacked `params`,
+    or of one run's as a single member."""
+    if stacked:
+        return np.asarray(stacked_logits(graphdef, params, images, batch_idx, mean_image))
+    return np.asarray(predict(graphdef, params, images[batch_idx[0]], mean_image))[None]
 
 
 def weight_tensors(params: Any) -> dict[str, np.ndarray]:

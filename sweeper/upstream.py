@@ -1,0 +1,103 @@
+"""The few places where sweeper relies on upstream code beyond its public surface, one adapter each.
+
+Each adapter names the detail it relies on and raises (or reports) `UpstreamChanged` when that detail
+is gone; tests/upstream_test.py checks every one against the installed versions, so that an upgrade
+fails there, with the adapter's name, rather than in a sweep. Everything else goes through public APIs.
+
+Importing this module imports nothing but the standard library: Hydra's plugins import it only when
+they launch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class UpstreamChanged(RuntimeError):
+    """An upstream library no longer has the detail one of these adapters relies on."""
+
+
+def multirun_callbacks(hydra_context: Any) -> list:
+    """Hydra's list of the multirun's callbacks (`HydraContext.callbacks.callbacks`), to add one to.
+
+    Hydra has no public way for a launcher to add a callback. It notifies the list in order at the
+    starts and in reverse at the ends, so a callback inserted first runs last at `on_multirun_end`.
+    """
+    callbacks = getattr(getattr(hydra_context, "callbacks", None), "callbacks", None)
+    if not isinstance(callbacks, list):
+        raise UpstreamChanged(
+            "Hydra's HydraContext.callbacks no longer keeps its callbacks in a list `.callbacks` "
+            f"(got {type(callbacks).__name__}): sweeper.upstream.multirun_callbacks needs updating"
+        )
+    return callbacks
+
+
+def failed_job_error(job_return: Any) -> BaseException:
+    """The error a failed Hydra JobReturn holds, without raising it.
+
+    Its public `return_value` raises the error (after printing the overrides); Hydra's `run_job` keeps
+    it in the dataclass field `_return_value`. Where that is gone, the UpstreamChanged saying so is the
+    job's error: the job still fails, and the sweep goes on.
+    """
+    error = getattr(job_return, "_return_value", None)
+    if isinstance(error, BaseException):
+        return error
+    return UpstreamChanged(
+        "Hydra's failed JobReturn no longer holds its error in `_return_value` "
+        f"(got {type(error).__name__}): sweeper.upstream.failed_job_error needs updating"
+    )
+
+
+class _Waited:
+    """Stands in for a submitit job whose JobReturn is already known, for upstream's `j.results()[0]`."""
+
+    def __init__(self, job: Any, job_return: Any) -> None:
+        self.job_id = job.job_id
+        self._job_return = job_return
+
+    def results(self) -> list:
+        return [self._job_return]
+
+    def result(self) -> Any:
+        return self._job_return
+
+
+@contextlib.contextmanager
+def submitit_launch_waits_with(wait: Callable[[Sequence[Any]], list]) -> Iterator[None]:
+    """Within it, hydra-submitit-launcher's `launch` submits the sweep as it always does, and then returns
+    `wait(jobs)` (one JobReturn per submitted submitit job, in order) instead of waiting on each job.
+
+    Its `launch` (1.2) builds `submitit.AutoExecutor(...)`, maps the parameters onto it, submits with one
+    `map_array` and returns `[j.results()[0] for j in jobs]`; it has no hook for the wait, so the
+    executor class is swapped for the call: a subclass whose `map_array` submits, then waits.
+    """
+    import submitit
+
+    auto_executor = submitit.AutoExecutor
+    waited = []
+
+    class WaitingExecutor(auto_executor):
+        def map_array(self, fn: Callable[..., Any], *iterable: Any) -> list:
+            jobs = super().map_array(fn, *iterable)
+            returns = wait(jobs)
+            waited.append(len(jobs))
+            return [_Waited(job, job_return) for job, job_return in zip(jobs, returns, strict=True)]
+
+    submitit.AutoExecutor = WaitingExecutor
+    try:
+        yield
+    finally:
+        submitit.AutoExecutor = auto_executor
+    if not waited:  # the jobs' results came from upstream's own wait: valid, but not sweeper's
+        log.warning(
+            "%s",
+            UpstreamChanged(
+                "hydra-submitit-launcher's launch no longer submits through submitit.AutoExecutor's "
+                "map_array: sweeper.upstream.submitit_launch_waits_with needs updating"
+            ),
+        )
