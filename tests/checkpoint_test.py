@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import FAST, ROOT, compose_config, results
 
-from sweeper import checkpoint, train_step, train
+from sweeper import checkpoint, train, train_step
 from sweeper.checkpoint import CheckpointError
 
 PLAIN = (dict, list, str, int, float, bool, type(None), np.ndarray)

@@ -15,7 +15,7 @@ from conftest import FAST, compose_config, job_metrics, killed_and_rerun, result
 from omegaconf import OmegaConf
 
 from hydra_plugins.sweeper_fused.fused_launcher import FusedLauncher
-from sweeper import checkpoint, config, data, fused, model, program, train_step, summary, train
+from sweeper import checkpoint, config, data, fused, model, program, summary, train, train_step
 from sweeper.config import ConfigError
 from sweeper.controllers import Halving, default_rungs
 from sweeper.fused import chunks
@@ -141,7 +141,9 @@ def model_val(workdir: Path, at: int) -> float:
     graphdef, template = model.abstract(hidden)
     params = checkpoint.restore_params(payload, template, workdir)
     dataset = data.load(OmegaConf.create(payload["config"])["data"])
-    return train_step.accuracy(graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"])
+    return train_step.accuracy(
+        graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"]
+    )
 
 
 def test_a_fused_member_continues_alone(tmp_path):
