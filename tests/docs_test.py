@@ -71,9 +71,11 @@ CONTEXTS = [
     ("hydra/launcher=slurm",),
     ("hydra/launcher=joblib",),
     ("hydra/launcher=submitit_local",),
+    ("hydra/sweeper=sweeper_optuna",),  # the plugin's own defaults, as another app gets them
     ("sweep=optuna",),
 ]
-TOP_LEVEL = ("conf", "sweeper", "docs", "tests", "benchmarks", "hydra_plugins", ".ci")  # repository paths
+# repository paths
+TOP_LEVEL = ("conf", "sweeper", "docs", "tests", "benchmarks", "hydra_plugins", "examples", ".ci")
 FILE_SUFFIXES = ("py", "md", "csv", "png", "yaml", "json", "pkl", "log", "journal", "lock", "session")
 KEY = r"[+~]*[A-Za-z_][\w.]*(?:/[\w.]+)*(?:@[\w.]+)?"
 OVERRIDE = re.compile(rf"{KEY}=\S*")
@@ -462,8 +464,9 @@ def config_value(key: str):
             continue
         if key.endswith(".*"):
             return set(OmegaConf.to_container(value).values())
-        if OmegaConf.is_dict(value):
-            return value.get("name", "<a config node>")
+        if OmegaConf.is_dict(value):  # a group's choice: its `name`, or what Hydra records it chose
+            choice = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get(key.replace(".", "/"))
+            return value.get("name", choice or "<a config node>")
         return OmegaConf.to_container(value) if OmegaConf.is_config(value) else getattr(value, "value", value)
     return "<missing>"
 
@@ -472,7 +475,7 @@ def config_value(key: str):
 def python_files(root: Path) -> frozenset[str]:
     """The names of the repository's Python files."""
     found = {p.name for p in root.glob("*.py")}
-    for folder in ("sweeper", "hydra_plugins", "tests", "benchmarks"):
+    for folder in ("sweeper", "hydra_plugins", "tests", "benchmarks", "examples"):
         found |= {p.name for p in (root / folder).rglob("*.py")}
     return frozenset(found)
 

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from sweeper.callbacks import configure_parallel_workers
-from sweeper.pruning import storage
+from sweeper.trial import storage
 
 pytestmark = pytest.mark.slow
 SWEEP = [*FAST, "max_steps=100"]

@@ -13,7 +13,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from sweeper import checkpoint, fused, summary, train
 from sweeper.controllers import Halving, PopulationBasedTraining
-from sweeper.pruning import storage
+from sweeper.trial import storage
 
 ACCURACY_TOL, LOSS_RTOL = 0.01, 1e-4  # as fused_test: vmapped sums may differ in the last bits
 

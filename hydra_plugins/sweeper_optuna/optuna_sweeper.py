@@ -1,11 +1,10 @@
-"""`hydra/sweeper=sweeper_optuna`: a Hydra sweeper on current Optuna (>= 4), with its ask/tell API.
+"""`hydra/sweeper=sweeper_optuna`: a drop-in for Hydra's Optuna sweeper, on Optuna >= 4, with pruning.
 
-    python run.py -m sweep=optuna                       # conf/sweep/optuna.yaml: TPE, median pruner
-    python run.py -m sweep=optuna hydra.sweeper.n_trials=40 hydra.sweep.dir=<the same folder>  # continue
+    python my_app.py -m hydra/sweeper=sweeper_optuna 'x=interval(-5, 5)' hydra.sweeper.n_trials=30
+    python run.py -m sweep=optuna                       # sweeper's app: TPE with a median pruner
 
-The search space uses Hydra's override grammar as Hydra's Optuna sweeper does: `choice(...)`, a comma
-list, `range(...)`, `interval(...)`, `tag(log, interval(...))`; plain values stay fixed. The work is in
-`_core.py`, imported (with Optuna) only when sweeping.
+The keys, their defaults and the search-space grammar are those of Hydra's Optuna sweeper (config.py);
+docs/search.md lists what differs. The work is in `_core.py`, imported (with Optuna) only when sweeping.
 """
 
 # No `from __future__ import annotations` (see config.py).
@@ -20,25 +19,23 @@ class OptunaSweeper(Sweeper):
     def __init__(
         self,
         sampler: Any,
-        direction: str = "maximize",
+        direction: Any = "minimize",
         storage: str | None = None,
-        study_name: str = "sweeper",
+        study_name: str | None = None,
         n_trials: int = 20,
-        n_jobs: int = 1,
-        pruner: Any = None,
-        report_key: str = "trial",
+        n_jobs: int = 2,
+        max_failure_rate: float = 0.0,
         params: dict[str, str] | None = None,
+        custom_search_space: str | None = None,
+        pruner: Any = None,
+        report_key: str | None = None,
     ) -> None:
-        from sweeper.config import ConfigError
-
-        if direction not in ("maximize", "minimize"):
-            raise ConfigError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}")
-        if n_trials < 1 or n_jobs < 1:
-            raise ConfigError(f"hydra.sweeper.n_trials and n_jobs must be >= 1, got {n_trials}, {n_jobs}")
+        # Checked when the sweep starts (_core.Settings), where a bad value can end it in one line.
         self.sampler, self.pruner, self.direction = sampler, pruner, direction
         self.storage, self.study_name = storage, study_name
-        self.n_trials, self.n_jobs, self.report_key = n_trials, n_jobs, report_key
-        self.params = params or {}
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.params = dict(params or {})
+        self.custom_search_space, self.report_key = custom_search_space, report_key
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
