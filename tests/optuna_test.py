@@ -239,7 +239,13 @@ PRUNING = [
 
 
 @pytest.mark.parametrize(
-    "launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")], ids=["basic", "joblib"]
+    "launcher",
+    [
+        (),
+        ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+        pytest.param(("hydra/launcher=submitit_local",), marks=pytest.mark.slow),
+    ],
+    ids=["basic", "joblib", "submitit_local"],
 )
 @pytest.mark.parametrize("objective", ["prune", "raise_pruned"])
 def test_another_app_prunes_through_sweeper_trial_report(tmp_path, launcher, objective):
