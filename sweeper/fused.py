@@ -225,7 +225,7 @@ def _train_cohort(
             programs.append(_program(list(part), splits))
         members += group_members
     for m in members:
-        m.record.open(m.start)
+        m.record.open(m.start, m.order.num_images)
     cfg = cfgs[cohort[0][0]]
     controllers = [ScheduleReplay(), *controllers]
     if any(has_trial(m.cfg) for m in members):

@@ -39,7 +39,11 @@ class MLP(nnx.Module):
         self.output = Dense(hidden, NUM_CLASSES, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.output(jax.nn.relu(self.hidden(x)))
+        # Named scopes only name the traced ops (TensorBoard's Graphs tab, profiles); the program is the same.
+        with jax.named_scope("hidden"):
+            hidden = jax.nn.relu(self.hidden(x))
+        with jax.named_scope("output"):
+            return self.output(hidden)
 
 
 def abstract(hidden: int) -> tuple[nnx.GraphDef, nnx.State]:

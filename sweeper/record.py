@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from sweeper import checkpoint, config
+from sweeper import checkpoint, config, graph
 from sweeper.status import Status
 from sweeper.writer import RunWriter, write_metrics
 
@@ -45,9 +45,14 @@ class RunRecord:
         """The run's first log line: every hyperparameter."""
         self.log.info("config: %s", " ".join(f"{k}={v}" for k, v in self.hparams.items()))
 
-    def open(self, start: int) -> None:
-        """Start writing TensorBoard events; on resume, events an earlier attempt wrote past `start` go."""
+    def open(self, start: int, num_train: int) -> None:
+        """Start writing TensorBoard events, the run's graph first (its train step on `num_train`
+        images); on resume, events an earlier attempt wrote past `start` go."""
         self.writer = RunWriter(self.workdir, purge_step=start)
+        try:
+            self.writer.graph(graph.run_graph(self.cfg_dict, num_train))
+        except Exception as error:  # reads JAX's traced program: never worth stopping a run for
+            self.log.warning("no graph for TensorBoard's Graphs tab: %s: %s", type(error).__name__, error)
 
     def log_point(self, step: int, loss: float, train_accuracy: float, val_accuracy: float | None) -> None:
         """One log point, in the article's words: the step's loss and batch accuracy, before its update."""

@@ -53,7 +53,7 @@ def train_and_evaluate(cfg: Any, workdir: str | Path) -> dict[str, Any]:
     member = new_member(cfg, record, len(dataset.train_images))
     program = Program([member], train_step.to_device(dataset), stacked=False)
     controllers = [ScheduleReplay(), *([TrialPruning([member])] if has_trial(cfg) else [])]
-    record.open(member.start)
+    record.open(member.start, member.order.num_images)
     try:
         Engine([program], Schedule.of(cfg), controllers=controllers, clock=Clock(started, data_s, 1)).run()
     finally:

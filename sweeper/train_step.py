@@ -82,8 +82,12 @@ def loss_fn(
 ) -> tuple[jax.Array, jax.Array]:
     """Mean softmax cross-entropy + reg * sum(W^2)/2 over the weight matrices; returns (loss, logits)."""
     logits = nnx.merge(graphdef, params)(x)
-    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return cross_entropy + reg * model.l2_penalty(params), logits
+    with jax.named_scope("loss"):
+        with jax.named_scope("cross_entropy"):
+            cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        with jax.named_scope("l2"):
+            l2 = reg * model.l2_penalty(params)
+        return cross_entropy + l2, logits
 
 
 class TrainState(NamedTuple):
@@ -118,18 +122,24 @@ def gradient_step(
     """One optimizer step on the batch `batch_idx`: (params, opt_state, alive, loss, batch accuracy), the
     loss and accuracy measured before the update, as the article logs them. A run whose loss is not
     finite keeps its state from before this step."""
-    x = preprocess(train.images[batch_idx], train.mean_image)
-    labels = train.labels[batch_idx]
+    # The named scopes are what TensorBoard's Graphs tab groups ops by (sweeper.graph).
+    with jax.named_scope("batch"):
+        x = preprocess(train.images[batch_idx], train.mean_image)
+        labels = train.labels[batch_idx]
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, graphdef, x, labels, hyper.reg)
-    updates, new_opt_state = make_optimizer(hyper.lr).update(grads, opt_state, params)
-    if hyper.unit_mask is not None:
-        updates = model.mask_units(updates, hyper.unit_mask)
-    new_params = optax.apply_updates(params, updates)
-    alive = alive & jnp.isfinite(loss)
-    keep = lambda new, old: jnp.where(alive, new, old)  # noqa: E731
-    new_params = jax.tree.map(keep, new_params, params)
-    new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-    return new_params, new_opt_state, alive, loss, jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    with jax.named_scope("optimizer"):
+        updates, new_opt_state = make_optimizer(hyper.lr).update(grads, opt_state, params)
+        if hyper.unit_mask is not None:
+            updates = model.mask_units(updates, hyper.unit_mask)
+        new_params = optax.apply_updates(params, updates)
+    with jax.named_scope("keep_if_finite"):
+        alive = alive & jnp.isfinite(loss)
+        keep = lambda new, old: jnp.where(alive, new, old)  # noqa: E731
+        new_params = jax.tree.map(keep, new_params, params)
+        new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    with jax.named_scope("accuracy"):
+        batch_accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    return new_params, new_opt_state, alive, loss, batch_accuracy
 
 
 def make_segment(

@@ -31,8 +31,15 @@ try:
         MetricName,
     )
     from tensorboardX.proto.api_pb2 import Status as SessionStatus
+
+    # The graph protos are sweeper.graph's, imported here so that torch stays hidden for them too.
+    from tensorboardX.proto.attr_value_pb2 import AttrValue  # noqa: F401
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.graph_pb2 import GraphDef
+    from tensorboardX.proto.node_def_pb2 import NodeDef  # noqa: F401
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
     from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto  # noqa: F401
     from tensorboardX.summary import hparams as hparams_summaries
     from tensorboardX.summary import scalar
 finally:
@@ -61,6 +68,7 @@ METRIC_TAGS = {
 MISSING_ACCURACY = 0.0
 MISSING_LOSS = -1.0
 SESSION_SUFFIX = ".session"  # the event file holding a run's HParams session, replaced when it ends again
+GRAPH_SUFFIX = ".graph"  # the event file holding a run's graph (sweeper.graph), replaced when it starts again
 
 
 class RunWriter:
@@ -97,6 +105,19 @@ class RunWriter:
         self.scalars(step, {tag: missing[tag] if value is None else value for tag, value in values.items()})
         self._writer.flush()
 
+    def graph(self, graph_def: GraphDef) -> None:
+        """The run's graph for TensorBoard's Graphs tab, in an event file of its own, so that a resumed run
+        replaces its first attempt's graph instead of adding a second one."""
+        self.replace(GRAPH_SUFFIX, Event(graph_def=graph_def.SerializeToString()))
+
+    def replace(self, suffix: str, *events: Event) -> None:
+        """Write `events` to a new event file ending in `suffix`, in place of an earlier one."""
+        for old in self.logdir.glob(f"events.out.tfevents.*{suffix}"):
+            old.unlink()
+        with contextlib.closing(FileWriter(str(self.logdir), filename_suffix=suffix)) as writer:
+            for event in events:
+                writer.add_event(event)
+
     def session(self, hparams: dict[str, Any], status: Status) -> None:
         """Record this run as an HParams session, its status among its hyperparameters (a column to
         sort and filter by), in an event file of its own that replaces an earlier attempt's.
@@ -106,16 +127,12 @@ class RunWriter:
         first session it reads in a folder, hence one file, replaced. No per-run experiment summary:
         TensorBoard would take the first one it found as the whole sweep's experiment.
         """
-        for old in self.logdir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
-            old.unlink()
         _, session_start, _ = hparams_summaries({**hparams, "status": status.value}, {})
         session_status = SessionStatus.Value(SESSION_STATUS.get(status, "STATUS_FAILURE"))
         session_end = _hparams_summary(
             "session_end_info", session_end_info=SessionEndInfo(status=session_status)
         )
-        with contextlib.closing(FileWriter(str(self.logdir), filename_suffix=SESSION_SUFFIX)) as writer:
-            writer.add_summary(session_start)
-            writer.add_summary(session_end)
+        self.replace(SESSION_SUFFIX, Event(summary=session_start), Event(summary=session_end))
 
     def close(self) -> None:
         self._writer.close()

@@ -79,6 +79,14 @@ def test_hparams_shows_final_values_and_status_for_every_job(mixed_sweep):
     assert seen == {"ok", "diverged", "crashed"}
 
 
+def test_the_graphs_tab_lists_every_job_that_trained(mixed_sweep):
+    sweep_dir, _, _ = mixed_sweep
+    with tensorboard_server(sweep_dir, runs=4) as (get, _):
+        graphs = get("/plugin/graphs/info")
+    # The crashed job stopped before it built a model: it has no graph, and the sweep's own run neither.
+    assert {run for run, info in graphs.items() if info["run_graph"]} == {"lr=0.001", "lr=10"}
+
+
 def test_the_summary_says_why_it_estimates_no_importance_from_three_configs(mixed_sweep):
     # (The importance itself, against Optuna's: summary_test.)
     sweep_dir, _, _ = mixed_sweep
