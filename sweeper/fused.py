@@ -32,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sweeper import config, data, memory, train_step
 from sweeper.controllers import Halving, PopulationBasedTraining, ScheduleReplay
+from sweeper.devices import Placement, local_devices
 from sweeper.engine import Controller, Engine, Schedule
 from sweeper.program import Member, Program, new_member
 from sweeper.pruning import TrialPruning, has_trial
@@ -82,9 +83,12 @@ def chunks(items: list, max_size: int) -> list[list]:
     return out
 
 
-def plan(cfg_dicts: list[dict], *, pad_hidden: bool, max_batch: int | None) -> list[list[int]]:
+def plan(
+    cfg_dicts: list[dict], *, pad_hidden: bool, max_batch: int | None, devices: int = 1
+) -> list[list[int]]:
     """Indices of `cfg_dicts` grouped into programs: equal fuse keys, similar widths in the same chunk,
-    at most `max_batch` each (None: as many as half the memory holds, by sweeper.memory's estimate)."""
+    at most `max_batch` each (None: as many as half the memory of `devices` devices holds, by
+    sweeper.memory's estimate)."""
     by_key: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfg_dicts):
         by_key.setdefault(config.fuse_key(cfg, pad_hidden=pad_hidden), []).append(i)
@@ -92,7 +96,7 @@ def plan(cfg_dicts: list[dict], *, pad_hidden: bool, max_batch: int | None) -> l
     for indices in by_key.values():
         indices = sorted(indices, key=lambda i: cfg_dicts[i]["hidden"])
         widest = OmegaConf.create(cfg_dicts[indices[-1]])
-        groups += chunks(indices, max_batch or memory.members_that_fit(widest))
+        groups += chunks(indices, max_batch or devices * memory.members_that_fit(widest))
     return groups
 
 
@@ -140,19 +144,22 @@ def train_group(
     log_format: str = LOG_FORMAT,
     device_data: dict | None = None,
     on_end: Callable[[int, dict[str, Any]], None] | None = None,
+    devices: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train `cfgs` as fused programs, each into its workdir; return each one's metrics.
 
     `hidden` is "pad" (one program for all widths) or "group" (a program per width); `max_batch` caps a
     program's members (None: by memory, see `plan`). `device_data` keeps datasets on the device across
     calls; `log_files` receive each member's log lines (else they go to this module's logger);
-    `on_end(i, metrics)` is called as soon as config i has finished.
+    `on_end(i, metrics)` is called as soon as config i has finished. Each program spreads its members
+    over the first `devices` local devices (None: all of them; sweeper.devices).
     """
     for cfg in cfgs:
         config.validate(cfg)
     if hidden not in ("pad", "group"):
         raise config.ConfigError(f"hidden must be pad or group, got {hidden!r}")
     check_group(cfgs, halving=halving, pbt=pbt)
+    placement = Placement(local_devices(devices))
     files = log_files or [None] * len(cfgs)
     records = [
         RunRecord(cfg, w, member_logger(f, log_format))
@@ -160,7 +167,7 @@ def train_group(
     ]
     index = {record.workdir: i for i, record in enumerate(records)}
     cfg_dicts = [r.cfg_dict for r in records]
-    groups = plan(cfg_dicts, pad_hidden=hidden == "pad", max_batch=max_batch)
+    groups = plan(cfg_dicts, pad_hidden=hidden == "pad", max_batch=max_batch, devices=placement.count)
     members: list[Member] = []
 
     def ended(member: Member) -> None:
@@ -171,7 +178,7 @@ def train_group(
     controllers = [c for c in (halving, pbt) if c is not None]
     try:
         for cohort in _cohorts(groups, cfgs, together=bool(controllers)):
-            members += _train_cohort(cohort, cfgs, records, controllers, datasets, ended)
+            members += _train_cohort(cohort, cfgs, records, controllers, datasets, ended, placement)
     finally:
         for record in records:
             record.close()
@@ -199,12 +206,14 @@ def _train_cohort(
     controllers: list[Controller],
     device_data: _DeviceData,
     on_end: Callable[[Member], None],
+    placement: Placement,
 ) -> list[Member]:
     """Build a program per group and resume step, and train them all in one engine."""
     started = time.perf_counter()
     programs, members, data_s = [], [], 0.0
     for group in cohort:
-        memory.check_fits(max((cfgs[i] for i in group), key=lambda c: c.hidden), members=len(group))
+        widest = max((cfgs[i] for i in group), key=lambda c: c.hidden)
+        memory.check_fits(widest, members=placement.rows(len(group)) // placement.count)  # per device
         splits, num_train, load_s = device_data.get(cfgs[group[0]].data)
         data_s = max(data_s, load_s)
         for i in group:
@@ -222,7 +231,7 @@ def _train_cohort(
         # Members resumed from different steps cannot share a scan: each start gets its own program.
         by_start = itertools.groupby(sorted(group_members, key=lambda m: m.start), key=lambda m: m.start)
         for _, part in by_start:
-            programs.append(_program(list(part), splits))
+            programs.append(_program(list(part), splits, placement))
         members += group_members
     for m in members:
         m.record.open(m.start, m.order.num_images)
@@ -245,15 +254,19 @@ def _train_cohort(
     return members
 
 
-def _program(members: list[Member], splits: train_step.DeviceSplits) -> Program:
-    program = Program(members, splits, stacked=True)
+def _program(members: list[Member], splits: train_step.DeviceSplits, placement: Placement) -> Program:
+    program = Program(members, splits, stacked=True, placement=placement)
+    spans = f" on {placement.count} devices" if program.placement is not None else ""
     log.info(
-        "fused program: %d jobs, width %d%s, from step %d",
+        "fused program: %d jobs, width %d%s, from step %d%s",
         len(members),
         program.width,
         " (narrower members padded and masked)" if program.padded else "",
         program.step,
+        spans,
     )
     for m in members:
-        m.record.log.info("fused with %d jobs in one program (width %d)", len(members), program.width)
+        m.record.log.info(
+            "fused with %d jobs in one program (width %d)%s", len(members), program.width, spans
+        )
     return program

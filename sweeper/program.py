@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweeper import checkpoint, data, model, train_step
+from sweeper.devices import Placement
 from sweeper.history import History
 from sweeper.record import RunRecord
 from sweeper.status import Status
@@ -99,7 +100,8 @@ class CompiledSegments:
     def __call__(self, *args: Any, steps: int) -> tuple[Any, Any]:
         """Run one segment of `steps` steps and wait for it: (state, outputs as numpy)."""
         started, compile_before = time.perf_counter(), self.compile_s
-        shapes = tuple(np.shape(leaf) for leaf in jax.tree.leaves(args))
+        # Compiled per shapes and layout: a program over several devices takes its arrays split over them.
+        shapes = tuple((np.shape(leaf), getattr(leaf, "sharding", None)) for leaf in jax.tree.leaves(args))
         if shapes not in self.programs:
             self.programs[shapes] = self.jitted.lower(*args).compile()
             self.compile_s += time.perf_counter() - started
@@ -135,11 +137,17 @@ def _copy_rows(tree: Any, dst: jax.Array, src: jax.Array) -> Any:
     return jax.tree.map(lambda leaf: leaf.at[dst].set(leaf[src]), tree)
 
 
-def _initial_state(members: list[Member], width: int, stacked: bool) -> train_step.TrainState:
-    """The members' initial (params, opt_state) at `width` on the device: stacked on a member axis, or
-    one run's plain state."""
+def _initial_state(
+    members: list[Member], width: int, stacked: bool, placement: Placement | None
+) -> train_step.TrainState:
+    """The members' initial (params, opt_state) at `width` on the device: stacked on a member axis
+    (split over `placement`'s devices, if any), or one run's plain state."""
     states = [model.resize(m.initial, width) for m in members]
-    if stacked:
+    if placement is not None:
+        host = placement.pad(jax.tree.map(lambda *leaves: np.stack(leaves), *states))
+        params, opt_state = placement.place(host)
+        alive = placement.place(np.ones(placement.rows(len(members)), bool))
+    elif stacked:
         params, opt_state = _stack(states)
         alive = jnp.ones(len(members), bool)
     else:
@@ -149,11 +157,22 @@ def _initial_state(members: list[Member], width: int, stacked: bool) -> train_st
 
 
 class Program:
-    """`members` trained together from a common step on `splits` (a dataset on the device)."""
+    """`members` trained together from a common step on `splits` (a dataset on the device); stacked,
+    with a `placement` over several devices, the member axis is split over them (sweeper.devices)."""
 
-    def __init__(self, members: list[Member], splits: train_step.DeviceSplits, *, stacked: bool):
+    def __init__(
+        self,
+        members: list[Member],
+        splits: train_step.DeviceSplits,
+        *,
+        stacked: bool,
+        placement: Placement | None = None,
+    ):
         if not stacked and len(members) != 1:
             raise ValueError("an unstacked program trains exactly one member")
+        self.placement = placement if stacked and placement is not None and placement.spread else None
+        if self.placement is not None:
+            splits = self.placement.replicate(splits)
         self.members, self.splits, self.stacked = list(members), splits, stacked
         self.initial_size = len(members)
         self.step = members[0].start
@@ -162,7 +181,7 @@ class Program:
         self.graphdef, _ = model.abstract(self.width)
         make_optimizer = train_step.optimizer_factory(members[0].cfg.optimizer)
         self.segments = CompiledSegments(train_step.make_segment(self.graphdef, make_optimizer, stacked))
-        self.state = _initial_state(members, self.width, stacked)
+        self.state = _initial_state(members, self.width, stacked, self.placement)
         for m in members:
             m.initial = None  # the program owns the state now
         mask = np.stack([np.arange(self.width) < m.cfg.hidden for m in members]).astype(np.float32)
@@ -173,6 +192,9 @@ class Program:
         lr, reg = (np.float32([getattr(m, key) for m in self.members]) for key in ("lr", "reg"))
         if not self.stacked:
             return train_step.Hyper(jnp.float32(lr[0]), jnp.float32(reg[0]), None)
+        if self.placement is not None:
+            unit_mask = None if unit_mask is None else np.asarray(unit_mask)[: len(self.members)]
+            return self.placement.place(self.placement.pad(train_step.Hyper(lr, reg, unit_mask)))
         return train_step.Hyper(jnp.asarray(lr), jnp.asarray(reg), unit_mask)
 
     def __len__(self) -> int:
@@ -187,10 +209,14 @@ class Program:
     def train(self, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Train every member to step `stop`: (losses, batch accuracies), each (steps, members)."""
         batch_indices = batches(self.members, self.step, stop)
+        if self.placement is not None and batch_indices.ndim == 3:
+            batch_indices = self.placement.pad(batch_indices, axis=1)
         self.state, (losses, accuracies) = self.segments(
             self.state, self.hyper, self.splits.train, batch_indices, steps=stop - self.step
         )
         self.step = stop
+        if self.placement is not None:  # the padding rows' results go
+            losses, accuracies = losses[:, : len(self.members)], accuracies[:, : len(self.members)]
         if not self.stacked:
             losses, accuracies = losses[:, None], accuracies[:, None]
         for j, member in enumerate(self.members):
@@ -202,7 +228,11 @@ class Program:
         if self._every(rows):
             return
         self.members = [self.members[r] for r in rows]
-        if self.stacked and self.members:
+        if self.placement is not None and self.members:
+            mask = self.hyper.unit_mask
+            self._map_state(lambda tree: _take(tree, self.placement.pad_index(rows)))
+            self.hyper = self._hyper(None if mask is None else np.asarray(mask)[np.asarray(rows)])
+        elif self.stacked and self.members:
             index = np.asarray(rows)
             self._map_state(lambda tree: _take(tree, index))
             self.hyper = _take(self.hyper, index)
@@ -230,6 +260,8 @@ class Program:
     def _map_state(self, change: Callable[[Any], Any]) -> None:
         """Apply `change` to the members' (params, opt_state, alive); the step stays."""
         params, opt_state, alive = change((self.state.params, self.state.opt_state, self.state.alive))
+        if self.placement is not None:  # a gather may leave its result laid out another way
+            params, opt_state, alive = self.placement.place((params, opt_state, alive))
         self.state = self.state._replace(params=params, opt_state=opt_state, alive=alive)
 
     def _set_hyperparameters(self) -> None:
@@ -246,7 +278,7 @@ class Program:
         counts = train_step.members_correct(
             self.graphdef, params, images, labels, self.splits.train.mean_image, stacked=self.stacked
         )
-        return np.asarray(counts) / len(labels)
+        return np.asarray(counts)[: len(self.members) if rows is None else len(rows)] / len(labels)
 
     def val_accuracies(self) -> np.ndarray | None:
         """(members,) validation accuracy at the current step, measured once per step; None without a
@@ -272,6 +304,8 @@ class Program:
     def histogram_tensors(self) -> list[dict[str, np.ndarray]]:
         """Each member's logits on its next batch and its weights, by TensorBoard tag."""
         batch_indices = np.stack([m.order.indices(self.step, self.step + 1)[0] for m in self.members])
+        if self.placement is not None:
+            batch_indices = self.placement.pad(batch_indices)
         train = self.splits.train
         logits = train_step.members_logits(
             self.graphdef,

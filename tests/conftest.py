@@ -66,14 +66,17 @@ def compose_config(*overrides: str, return_hydra: bool = False):
         return compose("config", overrides=list(overrides), return_hydra_config=return_hydra)
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python run.py ARGS` in a subprocess, output captured."""
+def run_cli(
+    *args: str, cwd: Path = ROOT, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in a subprocess, output captured; `env` adds to this process' environment."""
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **env} if env else None,
     )
 
 

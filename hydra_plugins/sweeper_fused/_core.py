@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from sweeper import fused, signals
 from sweeper.cli import one_line, user_errors
 from sweeper.controllers import Halving, PopulationBasedTraining, default_rungs
+from sweeper.devices import local_devices
 from sweeper.locks import JobLock
 from sweeper.train import enable_compilation_cache
 
@@ -50,6 +51,7 @@ class FusedJob:
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     setup_globals()
     config, settings = launcher.config, launcher.settings
+    devices = len(local_devices(settings.devices))  # more than the machine has: an error before any work
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     jobs = [_compose(launcher, list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
@@ -57,7 +59,10 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         fusable = [job for job in jobs if _accept(job, held)]
         pad_hidden = _pad_hidden(settings)
         groups = fused.plan(
-            [j.cfg_dict for j in fusable], pad_hidden=pad_hidden, max_batch=settings.max_batch
+            [j.cfg_dict for j in fusable],
+            pad_hidden=pad_hidden,
+            max_batch=settings.max_batch,
+            devices=devices,
         )
         halving, pbt = _controllers(settings, [j.task_cfg for j in fusable])
         if not (halving or pbt):
@@ -193,6 +198,7 @@ def _train(
             log_format=fmt or fused.LOG_FORMAT,
             device_data=launcher.device_data,
             on_end=ended,
+            devices=launcher.settings.devices,
         )
     except Exception as error:  # the jobs not done yet run one by one, each reporting its own error
         left = [j for j in jobs if j.result is None]

@@ -29,6 +29,8 @@ class FusedLauncherConf:
     keep: float = 0.5  # fraction kept at each rung
     rungs: list[int] | None = None  # steps of the rungs; null: max_steps * keep**2 and max_steps * keep
     pbt: PopulationBasedTrainingConf = field(default_factory=PopulationBasedTrainingConf)
+    # Local devices each program spreads its members over (the first N); null: all of them.
+    devices: int | None = None
 
 
 def check_settings(settings: FusedLauncherConf) -> None:
@@ -50,6 +52,10 @@ def check_settings(settings: FusedLauncherConf) -> None:
         (
             settings.rungs is None or all(r >= 1 for r in settings.rungs),
             f"rungs must be steps >= 1, got {settings.rungs}",
+        ),
+        (
+            settings.devices is None or settings.devices >= 1,
+            f"devices must be >= 1 or null (all local devices), got {settings.devices}",
         ),
         (pbt.interval >= 0, f"pbt.interval must be >= 0, got {pbt.interval}"),
         (0 < pbt.quantile <= 0.5, f"pbt.quantile must be in (0, 0.5], got {pbt.quantile}"),
