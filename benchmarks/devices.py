@@ -51,8 +51,9 @@ def sweep(data_root: Path, steps: int, devices: int, workdir: Path, cache: Path,
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"sweep failed:\n{result.stderr[-3000:]}")
-    if devices > 1 and f"on {devices} devices" not in result.stderr:
-        sys.exit(f"the program did not span {devices} devices:\n{result.stderr[-3000:]}")
+    log = result.stdout + result.stderr  # Hydra's own log lines go to stdout
+    if devices > 1 and f"on {devices} devices" not in log:
+        sys.exit(f"the program did not span {devices} devices:\n{log[-3000:]}")
     return time.perf_counter() - started
 
 

@@ -3,7 +3,8 @@
 # It installs the carried wheels that machine lacks, then runs the benchmark harness there: the default
 # run (2 repetitions, cold and warm compile cache) and the 27-config sweep with the basic launcher and
 # the fused one (a program per width, and one padded program), printing the same table as `make bench`
-# does on the CPU (no PyTorch contender: it is a CPU loop). Targets there: the fused grid <= 10 s from
+# does on the CPU (no PyTorch contender: it is a CPU loop), and on a machine with several GPUs one fused
+# program on 1 GPU against all of them (benchmarks/devices.py). Targets there: the fused grid <= 10 s from
 # start to end, >= 10x faster than the basic launcher.
 #
 # Prepare once, here (.whl/ is git-ignored and travels as a carried path):
@@ -28,3 +29,7 @@ python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
 out="${OUT:-/tmp}/RESULTS-gpu.md"
 # shellcheck disable=SC2086
 timeout 480 python3 benchmarks/bench.py --no-torch --reps 2 --out "$out" ${BENCH_ARGS:-}
+# Several GPUs: one fused program on 1 of them against all of them (benchmarks/devices.py).
+if [ "$(python3 -c 'import jax; print(jax.local_device_count())')" -gt 1 ]; then
+  timeout 90 python3 benchmarks/devices.py --reps 1 --out "${OUT:-/tmp}/RESULTS-devices-gpu.md"
+fi
