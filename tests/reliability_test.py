@@ -103,7 +103,7 @@ def test_two_sweep_processes_on_one_folder_train_each_job_once(tmp_path):
     assert len(jobs) == 6
     for job in jobs:
         assert (job / "run.log").read_text().count("step 0  loss") == 1  # trained by one process only
-        assert len(list(job.glob("events.out.tfevents.*[0-9a-z]"))) == 2  # one stream + its session
+        assert len(list(job.glob("events.out.tfevents.*[0-9a-z]"))) == 3  # one stream, its graph, its session
         assert json.loads((job / "metrics.json").read_text())["status"] == "ok"
     printed = (tmp_path / "out1.txt").read_text() + (tmp_path / "out2.txt").read_text()
     assert "is training this job: skipped here" in printed  # they met, and one passed the other's job
