@@ -34,7 +34,8 @@ def local_devices(count: int | None) -> list[jax.Device]:
 
 
 class Placement:
-    """How a stacked program's arrays are laid out over `devices`."""
+    """How a stacked program's arrays are laid out over `devices` (sweeper.program uses one only where
+    it `spread`s over several; on one device a program keeps its plain layout)."""
 
     def __init__(self, devices: list[jax.Device]):
         self.devices = list(devices)
@@ -68,14 +69,10 @@ class Placement:
 
     def place(self, tree: Any) -> Any:
         """`tree` (leading member axis, padded) split over the devices."""
-        if not self.spread:
-            return jax.device_put(tree, self.devices[0])
         return jax.device_put(tree, self._sharded)
 
     def replicate(self, tree: Any) -> Any:
         """`tree` on every device (once per tree: a program's dataset is shared by its programs)."""
-        if not self.spread:
-            return tree
         key = id(tree)
         if key not in self._copies or self._copies[key][0] is not tree:
             self._copies[key] = (tree, jax.device_put(tree, self._replicated))

@@ -128,16 +128,15 @@ def to_graph_def(closed: jax_core.ClosedJaxpr, input_names: list[str], output_na
         sources[var] = add("constants/const", "Const", [], [var.aval], {})
     _add_equations(closed.jaxpr, [], sources, add)
     for var, name in zip(closed.jaxpr.outvars, output_names, strict=True):
-        add(name, "Identity", [_source(var, sources)] if _source(var, sources) else [], [var.aval], {})
+        add(name, "Identity", _inputs([var], sources), [var.aval], {})
     return GraphDef(node=nodes)
 
 
 def _add_equations(jaxpr: jax_core.Jaxpr, outer: list[str], sources: dict, add) -> None:
     for eqn in jaxpr.eqns:
         scope = outer + _scope(str(eqn.source_info.name_stack))
-        inner = _called_jaxpr(eqn)
-        if inner is not None:
-            called = inner
+        called = _called_jaxpr(eqn)
+        if called is not None:
             for var, value in zip(called.invars, eqn.invars, strict=True):
                 if not isinstance(value, jax_core.Literal):
                     sources[var] = _source(value, sources)
@@ -148,12 +147,11 @@ def _add_equations(jaxpr: jax_core.Jaxpr, outer: list[str], sources: dict, add) 
             for var, value in zip(eqn.outvars, called.outvars, strict=True):
                 sources[var] = _source(value, sources)
             continue
-        inputs = [s for s in (_source(v, sources) for v in eqn.invars) if s]
         outputs = [v for v in eqn.outvars if not isinstance(v, jax_core.DropVar)]
         name = add(
             "/".join([*scope, eqn.primitive.name]),
             eqn.primitive.name,
-            inputs,
+            _inputs(eqn.invars, sources),
             [v.aval for v in outputs],
             _params(eqn),
         )
@@ -163,6 +161,11 @@ def _add_equations(jaxpr: jax_core.Jaxpr, outer: list[str], sources: dict, add) 
 
 def _source(var: Any, sources: dict) -> str | None:
     return None if isinstance(var, jax_core.Literal) else sources.get(var)
+
+
+def _inputs(variables: list[Any], sources: dict) -> list[str]:
+    """The nodes that produce `variables` (literals have none)."""
+    return [s for s in (_source(v, sources) for v in variables) if s]
 
 
 def _called_jaxpr(eqn: Any) -> jax_core.Jaxpr | None:

@@ -123,9 +123,14 @@ def batches(members: list[Member], start: int, stop: int) -> np.ndarray:
     return np.stack([m.order.indices(start, stop) for m in members], axis=1)
 
 
+def _host_stack(trees: list[Any]) -> Any:
+    """Host trees stacked on a new leading member axis, on the host."""
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
+
+
 def _stack(trees: list[Any]) -> Any:
     """Host trees stacked on a new leading member axis, copied to the device in one go."""
-    return jax.device_put(jax.tree.map(lambda *leaves: np.stack(leaves), *trees))
+    return jax.device_put(_host_stack(trees))
 
 
 def _take(tree: Any, rows: np.ndarray) -> Any:
@@ -144,8 +149,7 @@ def _initial_state(
     (split over `placement`'s devices, if any), or one run's plain state."""
     states = [model.resize(m.initial, width) for m in members]
     if placement is not None:
-        host = placement.pad(jax.tree.map(lambda *leaves: np.stack(leaves), *states))
-        params, opt_state = placement.place(host)
+        params, opt_state = placement.place(placement.pad(_host_stack(states)))
         alive = placement.place(np.ones(placement.rows(len(members)), bool))
     elif stacked:
         params, opt_state = _stack(states)

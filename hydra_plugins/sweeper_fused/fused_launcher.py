@@ -29,10 +29,6 @@ class FusedLauncher(Launcher):
         pbt = PopulationBasedTrainingConf(**dict(settings.pop("pbt", None) or {}))
         self.settings = FusedLauncherConf(**settings, pbt=pbt)
         check_settings(self.settings)
-        if self.settings.devices is not None:  # before the sweep writes anything
-            from sweeper.devices import local_devices
-
-            local_devices(self.settings.devices)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
