@@ -10,7 +10,7 @@ comma := ,
 SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),'seed=range(0$(comma)$(SEEDS))')
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test test-all bench bench-devices bench-quick lint format tensorboard clean
+.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test test-all bench bench-devices bench-slurm bench-quick lint format tensorboard clean
 
 help:  ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench:  ## speed and memory against a plain PyTorch loop and the GEMM peak, then
 
 bench-devices:  ## one fused program of 8 configs on 1 device and on 2 (forced host devices on a CPU) -> benchmarks/RESULTS-devices.md
 	$(PYTHON) benchmarks/devices.py $(ARGS)
+
+bench-slurm:  ## the 8-config fused grid in the sweep's process and as 2 SLURM jobs (a throwaway one-node SLURM, as root) -> benchmarks/RESULTS-slurm.md
+	$(PYTHON) benchmarks/fused_slurm.py $(ARGS)
 
 bench-quick:  ## the benchmark harness in under a minute (nothing written)
 	$(PYTHON) benchmarks/bench.py --quick $(ARGS)

@@ -160,9 +160,15 @@ LAUNCHERS = {
 
 
 def run_sweep(
-    data_root: Path, steps: int, grid: list[str], sweep_dir: Path, cache: Path, launcher: list[str]
+    data_root: Path,
+    steps: int,
+    grid: list[str],
+    sweep_dir: Path,
+    cache: Path,
+    launcher: list[str],
+    env: dict[str, str] | None = None,
 ) -> float:
-    """Wall time of a sweep, from the command's start to its end."""
+    """Wall time of a sweep, from the command's start to its end (`env`: the command's environment)."""
     command = [
         sys.executable,
         str(ROOT / "run.py"),
@@ -177,7 +183,7 @@ def run_sweep(
         f"hydra.sweep.dir={sweep_dir}",
     ]
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"sweep failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -246,10 +252,15 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
     report = render(info, peak, ours, warm, theirs, sweep_s, grid, steps, args)
-    out = args.out or (None if args.quick or args.sweeps_only else HERE / "RESULTS.md")
+    publish(report, args.out or (None if args.quick or args.sweeps_only else HERE / "RESULTS.md"))
+
+
+def publish(report: str | list[str], out: Path | None) -> None:
+    """Print a report (a text, or its lines) and write it to `out` where given."""
+    text = report if isinstance(report, str) else "\n".join(report) + "\n"
     if out:
-        out.write_text(report)
-    print(report)
+        out.write_text(text)
+    print(text)
 
 
 def _importable(module: str) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench import machine_info, write_fake_cifar  # noqa: E402
+from bench import machine_info, publish, write_fake_cifar  # noqa: E402
 
 GRID = ["hidden=60,120", "lr=0.001,0.002", "reg=0.1,1.0"]  # 8 configs
 FORCE_2 = "--xla_force_host_platform_device_count=2"
@@ -114,9 +114,7 @@ def main() -> None:
             "The forced host devices share the machine's cores: this shows what splitting the program "
             "costs, not a speed-up.",
         ]
-    report = "\n".join(lines) + "\n"
-    args.out.write_text(report)
-    print(report)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ The estimate counts what training holds at once, in float32: parameters, optimiz
 and the new parameters of a step; the step's activations and those of an evaluation chunk; and the
 dataset on the device (uint8 images). It is an estimate to refuse the impossible with one line
 (`hidden=100000000` needs 1.2 TB for its weights alone), not a promise that what passes fits.
+
+    python -m sweeper.memory                       # configs per fused program, per width and GPU memory
+    python -m sweeper.memory --hidden 120 --memory-gb 80 --optimizer adam
 """
 
 from __future__ import annotations
@@ -89,5 +92,47 @@ def check_fits(cfg: Any, members: int = 1) -> None:
 
 def members_that_fit(cfg: Any, fraction: float = 0.5) -> int:
     """How many runs of `cfg` fit in one fused program, within `fraction` of the memory available."""
-    have, _ = available_bytes()
-    return max(1, int((have * fraction - dataset_bytes(cfg.data)) // member_bytes(cfg)))
+    return members_within(cfg, available_bytes()[0], fraction)
+
+
+def members_within(cfg: Any, memory: float, fraction: float = 0.5) -> int:
+    """How many runs of `cfg` fit in one fused program, within `fraction` of `memory` bytes (at least 1)."""
+    return max(1, int((memory * fraction - dataset_bytes(cfg.data)) // member_bytes(cfg)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print how many configs one fused program holds (the fused launcher's `max_batch: null`), per
+    width and device memory, for CIFAR-10 and the article's batch; no JAX, nothing measured."""
+    import argparse
+
+    from omegaconf import OmegaConf
+
+    from sweeper.config import Cifar10Config, Config
+
+    parser = argparse.ArgumentParser(prog="python -m sweeper.memory", description=main.__doc__.split(";")[0])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[60, 120, 240, 480, 1000])
+    parser.add_argument("--memory-gb", type=float, nargs="+", default=[16, 24, 40, 80, 141])
+    parser.add_argument("--batch-size", type=int, default=Config.batch_size)
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZER_COPIES), default="sgd")
+    args = parser.parse_args(argv)
+    print(
+        f"Configs per fused program within half a device's memory (CIFAR-10, batch {args.batch_size}, "
+        f"{args.optimizer}; sweeper.memory's estimate):"
+    )
+    print("| hidden | per config | " + " | ".join(f"{gb:g} GB" for gb in args.memory_gb) + " |")
+    print("|---|---|" + "---|" * len(args.memory_gb))
+    for hidden in args.hidden:
+        cfg = OmegaConf.create(
+            {
+                "data": OmegaConf.structured(Cifar10Config),
+                "hidden": hidden,
+                "batch_size": args.batch_size,
+                "optimizer": {"name": args.optimizer},
+            }
+        )
+        counts = [members_within(cfg, gb * 1e9) for gb in args.memory_gb]
+        print(f"| {hidden} | {human(member_bytes(cfg))} | " + " | ".join(f"{n:,}" for n in counts) + " |")
+
+
+if __name__ == "__main__":
+    main()

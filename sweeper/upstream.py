@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,9 @@ def failed_job_error(job_return: Any) -> BaseException:
 
 
 class _Waited:
-    """Stands in for a submitit job whose JobReturn is already known, for upstream's `j.results()[0]`."""
+    """Stands in for a submitted job whose JobReturn is already known, for upstream's `j.results()[0]`."""
 
-    def __init__(self, job: Any, job_return: Any) -> None:
-        self.job_id = job.job_id
+    def __init__(self, job_return: Any) -> None:
         self._job_return = job_return
 
     def results(self) -> list:
@@ -68,36 +67,41 @@ class _Waited:
 
 
 @contextlib.contextmanager
-def submitit_launch_waits_with(wait: Callable[[Sequence[Any]], list]) -> Iterator[None]:
-    """Within it, hydra-submitit-launcher's `launch` submits the sweep as it always does, and then returns
-    `wait(jobs)` (one JobReturn per submitted submitit job, in order) instead of waiting on each job.
+def submitit_launch_submits_with(
+    submit: Callable[[Callable[..., list], Any, list[tuple]], list],
+) -> Iterator[None]:
+    """Within it, hydra-submitit-launcher's `launch` builds its executor from the launcher's parameters,
+    logs and numbers the jobs as it always does, and then returns `submit(map_array, fn, job_args)`
+    instead of submitting and waiting itself: `map_array(fn, *iterables)` is that executor's own
+    (one array of jobs, the submitit jobs returned), `fn` what upstream submits (the launcher) and
+    `job_args` each job's arguments for it, in order: upstream's `__call__` arguments `(overrides,
+    job_dir_key, job_num, job_id, singleton_state)`. `submit` returns one JobReturn per job.
 
     Its `launch` (1.2) builds `submitit.AutoExecutor(...)`, maps the parameters onto it, submits with one
-    `map_array` and returns `[j.results()[0] for j in jobs]`; it has no hook for the wait, so the
-    executor class is swapped for the call: a subclass whose `map_array` submits, then waits.
+    `map_array` and returns `[j.results()[0] for j in jobs]`; it has no hook for either, so the
+    executor class is swapped for the call: a subclass whose `map_array` hands its arguments to `submit`.
     """
     import submitit
 
     auto_executor = submitit.AutoExecutor
-    waited = []
+    submitted = []
 
-    class WaitingExecutor(auto_executor):
+    class SubmittingExecutor(auto_executor):
         def map_array(self, fn: Callable[..., Any], *iterable: Any) -> list:
-            jobs = super().map_array(fn, *iterable)
-            returns = wait(jobs)
-            waited.append(len(jobs))
-            return [_Waited(job, job_return) for job, job_return in zip(jobs, returns, strict=True)]
+            returns = submit(super().map_array, fn, list(zip(*iterable, strict=True)))
+            submitted.append(len(returns))
+            return [_Waited(job_return) for job_return in returns]
 
-    submitit.AutoExecutor = WaitingExecutor
+    submitit.AutoExecutor = SubmittingExecutor
     try:
         yield
     finally:
         submitit.AutoExecutor = auto_executor
-    if not waited:  # the jobs' results came from upstream's own wait: valid, but not sweeper's
+    if not submitted:  # the jobs' results came from upstream's own submission: valid, but not sweeper's
         log.warning(
             "%s",
             UpstreamChanged(
                 "hydra-submitit-launcher's launch no longer submits through submitit.AutoExecutor's "
-                "map_array: sweeper.upstream.submitit_launch_waits_with needs updating"
+                "map_array: sweeper.upstream.submitit_launch_submits_with needs updating"
             ),
         )

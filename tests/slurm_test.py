@@ -267,6 +267,209 @@ def test_a_cancelled_job_ends_the_sweep_with_a_record_and_a_summary(
     assert "finished in an earlier attempt" in (short / "run.log").read_text()
 
 
+# -- fused groups on a real cluster (hydra/launcher=fused_slurm) ---------------------------------------
+
+ON_FUSED_SLURM = ["hydra/launcher=fused_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+GRID = ["hidden=16,32", "lr=0.001,0.002", "reg=0.1,0.2"]  # 8 configs, 4 of each width
+# Two members of one width and schedule: one group, one SLURM job (about 6 s of training on 2 cores).
+LONG_GROUP = [*FAST, "hidden=16", "max_steps=3000", "lr=0.001,0.002"]
+
+
+def group_ids(sweep_dir: Path) -> dict[str, list[str]]:
+    """The job folders each SLURM id trained, by id."""
+    groups: dict[str, list[str]] = {}
+    for folder in sorted(p.parent for p in sweep_dir.glob("*/metrics.json")):
+        groups.setdefault(slurm_job_id(folder), []).append(folder.name)
+    return groups
+
+
+def _checkpointed(sweep_dir: Path, pattern: str, count: int) -> list[Path] | None:
+    """The `count` job folders matching `pattern` once each has a checkpoint, else None."""
+    folders = sorted(p.parent for p in sweep_dir.glob(f"{pattern}/checkpoints"))
+    ready = len(folders) == count and all(checkpoint_steps(f) for f in folders)
+    return folders if ready else None
+
+
+def test_a_fused_grid_as_two_slurm_jobs_gives_the_local_fused_launchers_results(slurm, tmp_path):
+    args = ["-m", *SWEEP, *GRID, "hydra.launcher.max_batch=4"]
+    local = run_cli(*args, "hydra/launcher=fused", f"hydra.sweep.dir={tmp_path / 'local'}")
+    assert local.returncode == 0, local.stderr
+    started = time.monotonic()
+    on_slurm = run_cli(*args, *ON_FUSED_SLURM, f"hydra.sweep.dir={tmp_path / 'slurm'}")
+    print(f"8 configs as fused SLURM jobs: {time.monotonic() - started:.1f} s")
+    assert on_slurm.returncode == 0, on_slurm.stderr
+    assert (
+        "Launching 8 jobs as 2 SLURM job(s): 8 in fused groups, 0 alone, 0 finished before" in on_slurm.stdout
+    )
+    expected, got = job_metrics(tmp_path / "local"), job_metrics(tmp_path / "slurm")
+    assert len(got) == 8 and got.keys() == expected.keys()
+    for name in expected:
+        assert results(got[name]) == results(expected[name]), name
+        assert got[name]["timings"]["fused_jobs"] == 4, name
+        assert (
+            "fused with 4 jobs in one program (width" in (tmp_path / "slurm" / name / "run.log").read_text()
+        )
+    groups = group_ids(tmp_path / "slurm")  # one array of two tasks, a width each
+    assert len(groups) == 2 and all(re.fullmatch(r"\d+_[01]", i) for i in groups), groups
+    for names in groups.values():
+        assert len(names) == 4 and len({n.split(",")[0] for n in names}) == 1, groups
+    assert len((tmp_path / "slurm" / "summary.csv").read_text().splitlines()) == 9
+    submitted = sorted((tmp_path / "slurm" / ".submitit").iterdir())
+    rerun = run_cli(*args, *ON_FUSED_SLURM, f"hydra.sweep.dir={tmp_path / 'slurm'}")
+    assert rerun.returncode == 0, rerun.stderr  # every job finished: read here, nothing submitted
+    assert "Launching 8 jobs as 0 SLURM job(s): 0 in fused groups, 0 alone, 8 finished before" in rerun.stdout
+    assert sorted((tmp_path / "slurm" / ".submitit").iterdir()) == submitted
+    assert job_metrics(tmp_path / "slurm") == got
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_group(tmp_path_factory) -> Path:
+    """LONG_GROUP through the local fused launcher: what a preempted group's members must end equal to."""
+    sweep_dir = tmp_path_factory.mktemp("uninterrupted_group")
+    result = run_cli("-m", *LONG_GROUP, "hydra/launcher=fused", f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr
+    return sweep_dir
+
+
+@pytest.mark.parametrize("how", ["usr2", "requeue"])
+def test_a_preempted_group_is_requeued_and_each_member_resumes_bitwise(
+    slurm, uninterrupted_group, tmp_path, how
+):
+    sweep_dir = tmp_path / "sweep"
+    sweep = Sweep(["-m", *LONG_GROUP, *ON_FUSED_SLURM, f"hydra.sweep.dir={sweep_dir}"], tmp_path / "log")
+    try:
+        members = sweep.until(lambda: _checkpointed(sweep_dir, "*", 2), "both members' checkpoints")
+        job_id = slurm_job_id(members[0])
+        if how == "usr2":
+            slurm.run("scancel", "--signal=USR2", job_id)
+        else:
+            slurm.run("scontrol", "requeue", job_id)
+        returncode = sweep.wait()
+    finally:
+        sweep.stop()
+    assert returncode == 0, sweep.output()
+    assert group_ids(sweep_dir).keys() == {job_id}  # one job trained both, requeued, not resubmitted
+    name = "SIGUSR2" if how == "usr2" else "SIGTERM"
+    for member in members:
+        metrics = json.loads((member / "metrics.json").read_text())
+        expected = uninterrupted_group / member.name
+        assert results(metrics) == results(json.loads((expected / "metrics.json").read_text())), member.name
+        first, second = metrics["attempts"]
+        assert first["to_step"] == second["from_step"] < 3000
+        assert (
+            f"interrupted by {name} at step {first['to_step']}: checkpoint written"
+            in (member / "run.log").read_text()
+        )
+        want, got = flat_params(expected, 3000), flat_params(member, 3000)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"{member.name} {key}")
+    if how == "usr2":  # submitit's handler, called after every member's checkpoint, requeued it
+        assert (
+            f"Requeued job {job_id}" in (sweep_dir / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()
+        )
+
+
+def test_two_fused_slurm_sweeps_on_one_folder_train_each_member_once(slurm, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    long_enough = [a for a in LONG_GROUP if not a.startswith("max_steps=")] + ["max_steps=6000"]
+    args = ["-m", *long_enough, "histograms=false", *ON_FUSED_SLURM, f"hydra.sweep.dir={sweep_dir}"]
+    # Started together, their two jobs run side by side (a CPU each) and meet at the members' locks.
+    sweeps = [Sweep(args, tmp_path / name) for name in ("first", "second")]
+    try:
+        for sweep in sweeps:
+            assert sweep.wait() == 0, sweep.output()
+    finally:
+        for sweep in sweeps:
+            sweep.stop()
+    members = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
+    assert len(members) == 2
+    logs = [(member / "run.log").read_text() for member in members]
+    for member, log in zip(members, logs, strict=True):
+        metrics = json.loads((member / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and len(metrics["attempts"]) == 1, member.name
+        assert log.count("step 0  loss") == 1, member.name  # trained by one job only
+    assert any("is training this job: skipped here" in log for log in logs)  # they met, one passed
+
+
+def test_a_cancelled_group_ends_the_sweep_with_its_members_recorded_and_a_summary(slurm, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    lost_after_s = 5
+    args = [
+        "-m",
+        *FAST,
+        "hidden=16",
+        "max_steps=200,3000",  # two schedules: two groups of two
+        "lr=0.001,0.002",
+        *ON_FUSED_SLURM,
+        f"hydra.launcher.lost_after_s={lost_after_s}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    sweep = Sweep(args, tmp_path / "log")
+    try:
+        long = sweep.until(lambda: _checkpointed(sweep_dir, "*max_steps=3000*", 2), "the long group")
+        job_id = slurm_job_id(long[0])
+        slurm.run("scancel", job_id)
+        cancelled = time.monotonic()
+        returncode = sweep.wait()
+        ended_s = time.monotonic() - cancelled
+        print(f"a cancelled group: the sweep ended {ended_s:.1f} s later")
+    finally:
+        sweep.stop()
+    output = sweep.output()
+    assert returncode == 1, output
+    last = sweep.err.read_text().strip().splitlines()[-1]
+    names = ", ".join(m.name for m in long)
+    assert last.startswith(
+        f"error: 1 SLURM job(s) ended without a result (cancelled, failed or lost): {job_id} ({names}); "
+    ), output
+    lost = f"SLURM job {job_id} ended without a result (not in squeue, no state from sacct): it was"
+    assert f"{lost} cancelled or lost (its 2 configs: {names})" in output
+    assert ended_s < lost_after_s + 10 + 20, ended_s
+    statuses = {name: m["status"] for name, m in job_metrics(sweep_dir).items()}
+    assert statuses == {
+        **{m.name: "interrupted" for m in long},
+        **{n: "ok" for n in statuses if "max_steps=200" in n},
+    }
+    assert len(statuses) == 4
+    rows = (sweep_dir / "summary.csv").read_text().splitlines()
+    assert len(rows) == 5 and sum(",interrupted," in r for r in rows) == 2, rows
+
+    rerun = run_cli(*args, timeout=WAIT_S)  # the same command resumes the cancelled group
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Launching 4 jobs as 1 SLURM job(s): 2 in fused groups, 0 alone, 2 finished before" in rerun.stdout
+    for member in long:
+        metrics = json.loads((member / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and len(metrics["attempts"]) == 2
+
+
+def test_an_optuna_study_with_pruning_trains_each_batch_as_one_fused_slurm_job(slurm, tmp_path):
+    import optuna
+
+    from sweeper.trial import storage
+
+    pruner = [  # stops every trial at its first report after step 100: the plumbing, deterministically
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=1.01",
+        "hydra.sweeper.pruner.n_warmup_steps=100",
+    ]
+    args = ["-m", "sweep=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    args += [a for a in SWEEP if not a.startswith(("hidden=", "max_steps="))] + ["max_steps=300"]
+    result = run_cli(
+        *args, *pruner, *ON_FUSED_SLURM, "hydra.launcher.hidden=pad", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="sweeper", storage=storage(str(tmp_path / "optuna.journal")))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 4
+    assert all(sorted(t.intermediate_values) == [50, 100] for t in study.trials)
+    metrics = job_metrics(tmp_path)
+    assert len(metrics) == 4 and {m["status"] for m in metrics.values()} == {"pruned"}
+    assert {m["steps"] for m in metrics.values()} == {100}
+    groups = group_ids(tmp_path)  # a batch of 2 trials per SLURM job, fused
+    assert sorted(len(names) for names in groups.values()) == [2, 2], groups
+    for name in metrics:
+        assert "fused with 2 jobs in one program" in (tmp_path / name / "run.log").read_text()
+
+
 # -- without SLURM -------------------------------------------------------------------------------------
 
 
@@ -322,6 +525,67 @@ def test_it_submits_what_hydras_own_launcher_submits_then_waits_itself(tmp_path)
     ]
     for r, job_id in zip(returns, ("42_0", "42_1"), strict=True):
         assert r["error"].startswith(f"SLURM job {job_id} ended without a result"), r["error"]
+
+
+def test_the_fused_launcher_submits_hydras_sbatch_script_with_a_group_per_task(tmp_path):
+    overrides = [
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.lost_after_s=0",
+        "hydra.launcher.poll_s=0.01",
+    ]
+    ours = launch("fused", tmp_path / "sweep", fake_slurm(tmp_path / "ours"), *overrides)
+    launch("upstream", tmp_path / "sweep", fake_slurm(tmp_path / "upstream", False), *overrides)
+    (script,), (expected,) = submitted(tmp_path / "ours"), submitted(tmp_path / "upstream")
+    # Two widths on a CPU node: two groups, so the same array of two tasks and sbatch parameters.
+    assert script == expected
+    returns = ours["returns"]
+    assert [(r["type"], r["overrides"]) for r in returns] == [
+        ("UnfinishedJob", ["hidden=16"]),
+        ("UnfinishedJob", ["hidden=32"]),
+    ]
+    for r, job_id in zip(returns, ("42_0", "42_1"), strict=True):
+        assert r["error"].startswith(f"SLURM job {job_id} ended without a result"), r["error"]
+    one_group = launch(
+        "fused", tmp_path / "one", fake_slurm(tmp_path / "one"), *overrides, "hydra.launcher.hidden=pad"
+    )
+    (script,) = submitted(tmp_path / "one")
+    assert "#SBATCH --array" not in script  # both widths padded into one program: a single job
+    lost = "SLURM job 42 ended without a result"
+    assert [r["error"].split(" (")[0] for r in one_group["returns"]] == [lost, lost]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (
+            ["hidden=16,32", "hydra.launcher.pbt.interval=50"],  # two widths on CPU: two groups
+            "error: hydra.launcher.pbt copies members within one SLURM job: its 2 configs need "
+            "hydra.launcher.max_batch >= 2 (and one width or hidden=pad), got 2 groups",
+        ),
+        (
+            ["lr=0.001,0.002", "hydra.launcher.gpus_per_node=2", "hydra.launcher.devices=4"],
+            "error: hydra.launcher.devices must be at most the 2 GPU(s) each SLURM job gets "
+            "(hydra.launcher.gpus_per_node), got 4",
+        ),
+        (["lr=0.001,0.002", "hydra.launcher.hidden=wide"], "error: hydra.launcher.hidden must be auto,"),
+        (
+            ["lr=0.001,0.002", "hydra.launcher.halving=true", "data.val_size=0"],
+            "error: hydra.launcher.halving ranks jobs by val accuracy: it needs data.val_size > 0",
+        ),
+    ],
+    ids=["pbt_across_groups", "devices", "hidden", "halving_without_val"],
+)
+def test_bad_fused_slurm_settings_are_one_line_errors_before_anything_is_submitted(tmp_path, overrides, says):
+    env = fake_slurm(tmp_path)  # an sbatch that would accept: nothing must reach it
+    args = ["-m", *FAST, "hydra/launcher=fused_slurm", *overrides, f"hydra.sweep.dir={tmp_path / 's'}"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(says), line
+    assert submitted(tmp_path) == [] and not (tmp_path / "s" / ".submitit").exists()
+    assert not [p for p in (tmp_path / "s").glob("*") if p.is_dir()]  # no job folder
 
 
 class UncompletedJobError(Exception):

@@ -26,15 +26,20 @@ from sweeper.config import sweep_overrides
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
-def test_submitit_launch_waits_with_replaces_only_the_wait_of_upstreams_launch(tmp_path):
+def test_submitit_launch_submits_with_replaces_only_the_submission_and_wait_of_upstreams_launch(tmp_path):
     env = fake_slurm(tmp_path, sbatch_ok=True)
     answer = launch("upstream-waited", tmp_path / "sweep", env)
-    where = "sweeper.upstream.submitit_launch_waits_with no longer takes over upstream's wait"
+    where = "sweeper.upstream.submitit_launch_submits_with no longer takes over upstream's submission"
     assert answer["error"] is None, f"{where}: {answer['error']}"
     assert answer["waited"] == ["42_0", "42_1"], f"{where}: its wait was given {answer['waited']}"
     returned = [(r["overrides"], r["value"]) for r in answer["returns"]]
     assert returned == [(["hidden=16"], "42_0"), (["hidden=32"], "42_1")], f"{where}: {returned}"
     assert answer["auto_executor_restored"], "submitit.AutoExecutor was not restored after the launch"
+    # The fused SLURM launcher's jobs unpack each job's arguments as (overrides, job_dir_key, idx, ...).
+    assert answer["job_args"] == [
+        [5, ["hidden=16"], "hydra.sweep.dir", 0],
+        [5, ["hidden=32"], "hydra.sweep.dir", 1],
+    ], f"{where}: upstream's job arguments are now {answer['job_args']}"
 
 
 class Recorder(Callback):

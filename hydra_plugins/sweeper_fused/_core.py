@@ -50,21 +50,27 @@ class FusedJob:
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     setup_globals()
+    jobs = [compose_job(launcher, list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+    return launch_jobs(launcher, jobs)
+
+
+def launch_jobs(launcher: Any, jobs: list[FusedJob]) -> list[JobReturn]:
+    """Train the fusable `jobs` as fused programs, run the others through the task function; each
+    one's JobReturn, in order. `launcher` has the fused launcher's settings and Hydra context."""
     config, settings = launcher.config, launcher.settings
     devices = len(local_devices(settings.devices))  # more than the machine has: an error before any work
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    jobs = [_compose(launcher, list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
     with contextlib.ExitStack() as held:
         fusable = [job for job in jobs if _accept(job, held)]
-        pad_hidden = _pad_hidden(settings)
+        pad = pad_hidden(settings)
         groups = fused.plan(
             [j.cfg_dict for j in fusable],
-            pad_hidden=pad_hidden,
+            pad_hidden=pad,
             max_batch=settings.max_batch,
             devices=devices,
         )
-        halving, pbt = _controllers(settings, [j.task_cfg for j in fusable])
+        halving, pbt = controllers(settings, [j.task_cfg for j in fusable])
         if not (halving or pbt):
             groups = [g for g in groups if len(g) > 1]  # a group of one gains nothing from fusing alone
         fused_jobs = [fusable[i] for g in groups for i in g]
@@ -82,7 +88,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         )
         if fused_jobs:
             try:
-                _train(launcher, fused_jobs, "pad" if pad_hidden else "group", halving, pbt)
+                _train(launcher, fused_jobs, "pad" if pad else "group", halving, pbt)
             except signals.Interrupted as stopped:
                 stopped.resume_hint = (
                     f"run the same command with hydra.sweep.dir={config.hydra.sweep.dir} to continue"
@@ -90,15 +96,16 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                 raise
     for job in jobs:
         if job.result is None:  # not fused, or its fused training failed
-            job.result = _run(launcher, job, launcher.task_function)
+            job.result = run_task(launcher, job, launcher.task_function)
     return [job.result for job in jobs]
 
 
-def _compose(launcher: Any, overrides: list[str], idx: int) -> FusedJob:
-    """The job's config as the basic launcher composes it, and its folder."""
+def compose_job(launcher: Any, overrides: list[str], idx: int, job_id: Any = None) -> FusedJob:
+    """The job's config as the basic launcher composes it (`hydra.job.id`: `job_id`, else `idx`), and its
+    folder."""
     config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
     with open_dict(config):
-        config.hydra.job.id = idx
+        config.hydra.job.id = idx if job_id is None else job_id
         config.hydra.job.num = idx
     HydraConfig.instance().set_config(config)
     output_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
@@ -108,24 +115,33 @@ def _compose(launcher: Any, overrides: list[str], idx: int) -> FusedJob:
     return FusedJob(idx, overrides, config, output_dir, log_file=Path(log_file) if log_file else None)
 
 
-def _accept(job: FusedJob, held: contextlib.ExitStack) -> bool:
-    """Whether sweeper.fused takes `job`; then it is locked for this process until it ends."""
+def is_fusable(job: FusedJob) -> bool:
+    """Whether sweeper.fused can train `job` (then its task config and config dict are set)."""
     task_cfg = copy.deepcopy(job.config)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
     cfg_dict = fused.accepts(task_cfg, job.output_dir)
     if cfg_dict is None:
         return False
-    lock = JobLock(job.output_dir)
-    if not lock.acquire():  # another process trains it; the task function will say so and skip it
-        return False
-    held.callback(lock.release)
     OmegaConf.update(task_cfg, "resume", True)  # as every sweep job does
-    job.task_cfg, job.cfg_dict, job.lock = task_cfg, cfg_dict, lock
+    job.task_cfg, job.cfg_dict = task_cfg, cfg_dict
     return True
 
 
-def _pad_hidden(settings: Any) -> bool:
+def _accept(job: FusedJob, held: contextlib.ExitStack) -> bool:
+    """Whether sweeper.fused takes `job`; then it is locked for this process until it ends."""
+    if not is_fusable(job):
+        return False
+    lock = JobLock(job.output_dir)
+    if not lock.acquire():  # another process trains it; the task function will say so and skip it
+        job.task_cfg = job.cfg_dict = None
+        return False
+    held.callback(lock.release)
+    job.lock = lock
+    return True
+
+
+def pad_hidden(settings: Any) -> bool:
     if settings.hidden == "auto":
         import jax
 
@@ -136,7 +152,7 @@ def _pad_hidden(settings: Any) -> bool:
     return settings.hidden == "pad"
 
 
-def _controllers(
+def controllers(
     settings: Any, cfgs: list[DictConfig]
 ) -> tuple[Halving | None, PopulationBasedTraining | None]:
     """The successive halving and population-based training that `settings` ask for (else None)."""
@@ -156,8 +172,8 @@ def _controllers(
 
 
 def _write_record(job: FusedJob) -> None:
-    """The job's `.hydra/` config and overrides now, as run_job writes them, so that the sweep's summary
-    lists it while it trains (run_job rewrites them when it ends)."""
+    """The job's `.hydra/` record now, as run_job writes it, so that the sweep's summary lists it while it
+    trains and its hydra.yaml says which job trains it (run_job rewrites them when it ends)."""
     subdir = job.config.hydra.output_subdir
     if subdir is None:
         return
@@ -165,6 +181,7 @@ def _write_record(job: FusedJob) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(job.task_cfg))
     (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(job.config.hydra.overrides.task))
+    (folder / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": job.config.hydra}))
 
 
 def _train(
@@ -184,7 +201,7 @@ def _train(
     def ended(i: int, metrics: dict[str, Any]) -> None:
         job = jobs[i]
         job.lock.release()
-        job.result = _run(launcher, job, lambda _cfg, value=metrics["objective"]: value)
+        job.result = run_task(launcher, job, lambda _cfg, value=metrics["objective"]: value)
 
     try:
         fused.train_group(
@@ -210,7 +227,7 @@ def _train(
         configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
 
 
-def _run(launcher: Any, job: FusedJob, task: Any) -> JobReturn:
+def run_task(launcher: Any, job: FusedJob, task: Any) -> JobReturn:
     """The job through Hydra's own run_job: its record, the callbacks, its JobReturn."""
     log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
     result = run_job(

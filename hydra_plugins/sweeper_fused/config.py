@@ -7,6 +7,7 @@ Hydra imports every plugin module on every app's start: this one imports nothing
 # No `from __future__ import annotations`: Hydra executes plugin modules outside sys.modules, where
 # dataclasses cannot resolve string annotations.
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -31,6 +32,14 @@ class FusedLauncherConf:
     pbt: PopulationBasedTrainingConf = field(default_factory=PopulationBasedTrainingConf)
     # Local devices each program spreads its members over (the first N); null: all of them.
     devices: int | None = None
+
+
+def fused_settings(**settings: Any) -> FusedLauncherConf:
+    """The launcher's `hydra.launcher.*` fused-training keys as a checked FusedLauncherConf."""
+    pbt = PopulationBasedTrainingConf(**dict(settings.pop("pbt", None) or {}))
+    checked = FusedLauncherConf(**settings, pbt=pbt)
+    check_settings(checked)
+    return checked
 
 
 def check_settings(settings: FusedLauncherConf) -> None:

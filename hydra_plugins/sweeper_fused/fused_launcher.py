@@ -17,7 +17,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from .config import FusedLauncherConf, PopulationBasedTrainingConf, check_settings
+from .config import fused_settings
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,7 @@ class FusedLauncher(Launcher):
     """Takes the `hydra.launcher.*` settings of FusedLauncherConf (any left out keep its default)."""
 
     def __init__(self, **settings: Any) -> None:
-        pbt = PopulationBasedTrainingConf(**dict(settings.pop("pbt", None) or {}))
-        self.settings = FusedLauncherConf(**settings, pbt=pbt)
-        check_settings(self.settings)
+        self.settings = fused_settings(**settings)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None

@@ -91,10 +91,17 @@ class UnfinishedReport(Callback):
 
 def wait(launcher: Any, jobs: Sequence[Any], job_overrides: list[list[str]]) -> list[JobReturn]:
     """Every job's JobReturn, in order, once each has a result or is known to have ended without one."""
+    return [returns[0] for returns in wait_groups(launcher, jobs, [[o] for o in job_overrides])]
+
+
+def wait_groups(launcher: Any, jobs: Sequence[Any], members: list[list[list[str]]]) -> list[list[JobReturn]]:
+    """For each job, the JobReturns of the configs it runs (`members[i]`: their overrides), once each job
+    has a result or is known to have ended without one. A job's result is one JobReturn, or a list of
+    them, one per member (a fused group)."""
     from sweeper import signals
 
     log.info("SLURM job(s) %s: waiting for %d job(s)", _array_ids(jobs), len(jobs))
-    returns: dict[int, JobReturn] = {}
+    returns: dict[int, list[JobReturn]] = {}
     unlisted_since: dict[int, float] = {}
     squeue_failing = False
     while True:
@@ -107,11 +114,11 @@ def wait(launcher: Any, jobs: Sequence[Any], job_overrides: list[list[str]]) -> 
             if i in returns:
                 continue
             if _has_result(job):
-                returns[i] = _result(launcher, job, job_overrides[i])
+                returns[i] = _results(launcher, job, members[i])
             elif queued is None or job.job_id in queued:
                 unlisted_since.pop(i, None)
             elif now - unlisted_since.setdefault(i, now) >= launcher.lost_after_s:
-                returns[i] = _lost(launcher, job, job_overrides[i])
+                returns[i] = _lost(launcher, job, members[i])
         if len(returns) == len(jobs):
             return [returns[i] for i in range(len(jobs))]
         try:
@@ -162,25 +169,33 @@ def _queued(jobs: Sequence[Any]) -> set[str] | None:
     return {line.strip() for line in out.stdout.splitlines() if line.strip()}
 
 
-def _result(launcher: Any, job: Any, overrides: list[str]) -> JobReturn:
+def _results(launcher: Any, job: Any, members: list[list[str]]) -> list[JobReturn]:
     try:
         result = job.results()[0]  # the result file exists: submitit reads it without waiting
     except Exception as error:  # the job raised outside the task (run_job catches the task's errors)
         message = f"SLURM job {job.job_id} failed: {_first_line(error)} (see {job.paths.stderr})"
         log.error("%s", message)
-        return _unfinished(launcher, job, overrides, SlurmJobLost(message))
-    if isinstance(result, JobReturn) and result.status == JobStatus.FAILED:
-        # The task raised in the job: a sweep job records its own errors, so this is submitit's or
-        # Hydra's, e.g. submitit's "Job not requeued because: timed-out too many times" raised by its
-        # USR2 handler after the job checkpointed. Reported at the end, as a lost job is.
-        from sweeper.upstream import failed_job_error
+        return _unfinished(launcher, job, [(o, SlurmJobLost(message), None, None) for o in members])
+    results = result if isinstance(result, list) else [result]  # a fused group's: one per member
+    failed = [
+        (i, r) for i, r in enumerate(results) if isinstance(r, JobReturn) and r.status == JobStatus.FAILED
+    ]
+    if not failed:
+        return results  # the JobReturns that run_job made in the job
+    # The task raised in the job: a sweep job records its own errors, so this is submitit's or Hydra's,
+    # e.g. submitit's "Job not requeued because: timed-out too many times" raised by its USR2 handler
+    # after the job checkpointed. Reported at the end, as a lost job is.
+    from sweeper.upstream import failed_job_error
 
-        error = failed_job_error(result)
+    entries = []
+    for i, r in failed:
+        error = failed_job_error(r)
         log.error("SLURM job %s failed: %s", job.job_id, _first_line(error))
-        hydra_cfg = result.hydra_cfg
-        output_dir = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir") if hydra_cfg else None
-        return _unfinished(launcher, job, overrides, error, output_dir, result)
-    return result  # the JobReturn that run_job made in the job
+        output_dir = OmegaConf.select(r.hydra_cfg, "hydra.runtime.output_dir") if r.hydra_cfg else None
+        entries.append((members[i], error, output_dir, r))
+    for (i, _), unfinished in zip(failed, _unfinished(launcher, job, entries), strict=True):
+        results[i] = unfinished
+    return results
 
 
 def _first_line(error: Any) -> str:
@@ -188,45 +203,55 @@ def _first_line(error: Any) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _lost(launcher: Any, job: Any, overrides: list[str]) -> JobReturn:
+def _lost(launcher: Any, job: Any, members: list[list[str]]) -> list[JobReturn]:
     state = _sacct_state(job.job_id)
     how = f"state {state}" if state else "not in squeue, no state from sacct"
-    folder = _job_folder(launcher, overrides)
-    where = f" (job folder {folder})" if folder else ""
+    folders = [_job_folder(launcher, o) for o in members]
+    if len(folders) == 1:
+        where = f" (job folder {folders[0]})" if folders[0] else ""
+    else:  # a fused group
+        names = ", ".join(
+            Path(f).name if f else " ".join(filter_overrides(o))
+            for f, o in zip(folders, members, strict=True)
+        )
+        where = f" (its {len(members)} configs: {names})"
     message = (
         f"SLURM job {job.job_id} ended without a result ({how}): it was cancelled or lost{where}; "
         f"running the sweep again with hydra.sweep.dir={launcher.config.hydra.sweep.dir} resumes it"
     )
     log.error("%s", message)
-    return _unfinished(launcher, job, overrides, SlurmJobLost(message), folder)
+    error = SlurmJobLost(message)
+    return _unfinished(launcher, job, [(o, error, f, None) for o, f in zip(members, folders, strict=True)])
 
 
 def _unfinished(
-    launcher: Any,
-    job: Any,
-    overrides: list[str],
-    error: BaseException,
-    folder: str | None = None,
-    failed: JobReturn | None = None,
-) -> JobReturn:
-    """An UnfinishedJob (with the fields of the job's own JobReturn where it made one), and the job in
-    the report at the multirun's end. `folder`: the job's output folder, where known."""
-    folder = folder if folder is not None else _job_folder(launcher, overrides)
+    launcher: Any, job: Any, entries: list[tuple[list[str], BaseException, str | None, JobReturn | None]]
+) -> list[JobReturn]:
+    """An UnfinishedJob for each (overrides, error, output folder or None, the member's own failed
+    JobReturn or None), with the fields of that JobReturn where the job made one; and the job in the
+    report at the multirun's end."""
+    returns, names = [], []
+    for overrides, error, folder, failed in entries:
+        folder = folder if folder is not None else _job_folder(launcher, overrides)
+        names.append(Path(folder).name if folder else " ".join(filter_overrides(overrides)))
+        # Without the job's own JobReturn, its configs and cwd are not known here.
+        known = failed or JobReturn(overrides=overrides, task_name=str(launcher.config.hydra.job.name))
+        returns.append(
+            UnfinishedJob(
+                overrides=known.overrides,
+                cfg=known.cfg,
+                hydra_cfg=known.hydra_cfg,
+                working_dir=known.working_dir,
+                task_name=known.task_name,
+                status=JobStatus.FAILED,
+                _return_value=error,
+            )
+        )
     report = _report(launcher)
     if report is not None:
-        name = Path(folder).name if folder else " ".join(filter_overrides(overrides))
-        report.jobs[job.job_id] = f"{job.job_id} ({name})" if name else job.job_id
-    # Without the job's own JobReturn, its configs and cwd are not known here.
-    known = failed or JobReturn(overrides=overrides, task_name=str(launcher.config.hydra.job.name))
-    return UnfinishedJob(
-        overrides=known.overrides,
-        cfg=known.cfg,
-        hydra_cfg=known.hydra_cfg,
-        working_dir=known.working_dir,
-        task_name=known.task_name,
-        status=JobStatus.FAILED,
-        _return_value=error,
-    )
+        shown = ", ".join(name for name in names if name)
+        report.jobs[job.job_id] = f"{job.job_id} ({shown})" if shown else job.job_id
+    return returns
 
 
 def _report(launcher: Any) -> UnfinishedReport | None:

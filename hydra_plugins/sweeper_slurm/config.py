@@ -1,7 +1,9 @@
-"""The SLURM launcher's settings (`hydra.launcher.*`): `hydra/launcher=sweeper_slurm` in Hydra's ConfigStore.
+"""The SLURM launchers' settings (`hydra.launcher.*`) in Hydra's ConfigStore.
 
-Every key of Hydra's `submitit_slurm` launcher (hydra_submitit_launcher's SlurmQueueConf), plus how the
-launcher waits for the array (`poll_s`, `lost_after_s`). `conf/hydra/launcher/slurm.yaml` extends it.
+`hydra/launcher=sweeper_slurm`: every key of Hydra's `submitit_slurm` launcher (hydra_submitit_launcher's
+SlurmQueueConf), plus how the launcher waits for the array (`poll_s`, `lost_after_s`);
+`conf/hydra/launcher/slurm.yaml` extends it. `hydra/launcher=sweeper_fused_slurm`: those keys and the
+fused launcher's (hydra_plugins/sweeper_fused/config.py); `conf/hydra/launcher/fused_slurm.yaml`.
 Hydra imports every plugin module on every app's start: this one imports nothing but Hydra and that
 plugin's config (no submitit), and where hydra-submitit-launcher is not installed (sweeper's `scale`
 extra) it registers nothing, silently.
@@ -12,6 +14,8 @@ extra) it registers nothing, silently.
 from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
+
+from hydra_plugins.sweeper_fused.config import FusedLauncherConf
 
 try:
     from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
@@ -31,4 +35,14 @@ if SlurmQueueConf is not None:
 
     ConfigStore.instance().store(
         group="hydra/launcher", name="sweeper_slurm", node=SweeperSlurmConf, provider="sweeper"
+    )
+
+    @dataclass
+    class SweeperFusedSlurmConf(SweeperSlurmConf, FusedLauncherConf):
+        """A fused group of up to `max_batch` configs per SLURM job (see fused_slurm_launcher.py)."""
+
+        _target_: str = "hydra_plugins.sweeper_slurm.fused_slurm_launcher.SweeperFusedSlurmLauncher"
+
+    ConfigStore.instance().store(
+        group="hydra/launcher", name="sweeper_fused_slurm", node=SweeperFusedSlurmConf, provider="sweeper"
     )

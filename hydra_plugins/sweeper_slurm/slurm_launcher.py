@@ -6,7 +6,7 @@ Hydra's own launcher submits the sweep as one array and then waits on each job's
 job ends without a result (`scancel`, a node failure) submitit asks `sacct`: without accounting it
 waits forever, with accounting it raises, and the multirun stops before its summary. This launcher runs
 Hydra's own `launch` (the same executor, sbatch parameters and array) and replaces only that wait
-(`_core.wait`, through `sweeper.upstream.submitit_launch_waits_with`): a job that SLURM no longer lists
+(`_core.wait`, through `sweeper.upstream.submitit_launch_submits_with`): a job that SLURM no longer lists
 and that left no result becomes a failed job with a message naming it, the multirun goes on to its end
 (the summary shows the job interrupted or unfinished), and the process then exits 1 with one line
 saying which jobs a rerun of the sweep resumes. Each job runs upstream's `__call__`, and submitit's
@@ -46,10 +46,14 @@ if SlurmLauncher is not None:
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             """Upstream's launch, waiting for the array with `_core.wait` instead of each job's results."""
-            from sweeper.upstream import submitit_launch_waits_with
+            from sweeper.upstream import submitit_launch_submits_with
 
             from . import _core
 
             overrides = [list(o) for o in job_overrides]
-            with submitit_launch_waits_with(lambda jobs: _core.wait(self, jobs, overrides)):
+
+            def submit(map_array: Any, fn: Any, job_args: list[tuple]) -> list[JobReturn]:
+                return _core.wait(self, map_array(fn, *zip(*job_args, strict=True)), overrides)
+
+            with submitit_launch_submits_with(submit):
                 return super().launch(job_overrides, initial_job_idx)

@@ -2,11 +2,13 @@
 
     python tests/slurm/launch.py MODE SWEEP_DIR OUT_JSON [CONFIG_OVERRIDE ...]
 
-The config is the real `conf/config.yaml` with `hydra/launcher=slurm` and the overrides. MODE:
+The config is the real `conf/config.yaml` with `hydra/launcher=slurm` (`fused_slurm` for MODE fused)
+and the overrides. MODE:
   sweeper          sweeper's SweeperSlurmLauncher, as `hydra.launcher._target_` names it
+  fused            sweeper's SweeperFusedSlurmLauncher (hydra/launcher=fused_slurm)
   upstream         hydra_submitit_launcher's own SlurmLauncher with the same parameters
-  upstream-waited  that one inside sweeper.upstream.submitit_launch_waits_with, whose wait answers
-                   each job's SLURM id as its result
+  upstream-waited  that one inside sweeper.upstream.submitit_launch_submits_with, whose submit submits
+                   the jobs and answers each job's SLURM id as its result
 OUT_JSON gets the launch's returns (or its error), the jobs the wait was given, and whether submitit's
 AutoExecutor is submitit's own again afterwards. sbatch, squeue and sacct come from PATH.
 """
@@ -27,8 +29,8 @@ def task(cfg):  # never runs: the jobs are only submitted
     raise AssertionError("a fake job ran")
 
 
-def compose_launcher_config(sweep_dir: str, overrides: list[str]):
-    """The composed config with `hydra/launcher=slurm`, and Hydra's context for a launcher."""
+def compose_launcher_config(sweep_dir: str, overrides: list[str], launcher: str = "slurm"):
+    """The composed config with `hydra/launcher=<launcher>`, and Hydra's context for a launcher."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.callbacks import Callbacks
     from hydra.core.global_hydra import GlobalHydra
@@ -38,7 +40,7 @@ def compose_launcher_config(sweep_dir: str, overrides: list[str]):
 
     config.register()
     initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3")
-    args = ["hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    args = [f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}", *overrides]
     cfg = compose("config", overrides=args, return_hydra_config=True)
     context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks())
     return cfg, context
@@ -48,7 +50,7 @@ def make_launcher(mode: str, cfg):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    if mode == "sweeper":
+    if mode in ("sweeper", "fused"):
         return instantiate(cfg.hydra.launcher)
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
@@ -62,24 +64,27 @@ def main(mode: str, sweep_dir: str, out: str, *overrides: str) -> None:
     import submitit
     from hydra.core.utils import JobReturn, JobStatus
 
-    from sweeper.upstream import submitit_launch_waits_with
+    from sweeper.upstream import submitit_launch_submits_with
 
-    cfg, context = compose_launcher_config(sweep_dir, list(overrides))
+    launcher_name = "fused_slurm" if mode == "fused" else "slurm"
+    cfg, context = compose_launcher_config(sweep_dir, list(overrides), launcher_name)
     launcher = make_launcher(mode, cfg)
     launcher.setup(hydra_context=context, task_function=task, config=cfg)
     auto_executor, waited = submitit.AutoExecutor, []
 
-    def wait(jobs):
+    def submit(map_array, fn, job_args):
+        answer["job_args"] = [[len(a), list(a[0]), a[1], a[2]] for a in job_args]  # what run_group reads
+        jobs = map_array(fn, *zip(*job_args, strict=True))
         waited.extend(job.job_id for job in jobs)
         return [
             JobReturn(overrides=o, status=JobStatus.COMPLETED, _return_value=j.job_id)
             for o, j in zip(JOBS, jobs, strict=True)
         ]
 
-    answer = {"returns": None, "error": None}
+    answer = {"returns": None, "error": None, "job_args": None}
     try:
         if mode == "upstream-waited":
-            with submitit_launch_waits_with(wait):
+            with submitit_launch_submits_with(submit):
                 returns = launcher.launch(JOBS, initial_job_idx=0)
         else:
             returns = launcher.launch(JOBS, initial_job_idx=0)

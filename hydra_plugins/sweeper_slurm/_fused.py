@@ -1,0 +1,126 @@
+"""The fused SLURM launcher's work, imported only when it launches.
+
+In Hydra's process (`plan`, `submit`): every job's config is composed as the fused launcher composes
+it; a job that finished before runs here, through the task function, which only reads its result; the
+jobs sweeper.fused can train are grouped as the fused launcher groups them (equal fuse keys, similar
+widths together, at most `max_batch` each; `max_batch: null` leaves one group per fuse key, which the
+job splits by its own memory); every other job is a group of its own. Each group is one task of one
+SLURM array, submitted through hydra-submitit-launcher's own launch (its executor, sbatch parameters
+and log lines), and `_core.wait_groups` waits for them as the SLURM launcher waits for its jobs.
+
+In the job (`run_group`): the group's configs are composed again, with the job's SLURM id as
+`hydra.job.id`, and trained by the fused launcher's own code (hydra_plugins/sweeper_fused/_core.py):
+per-member locks, records, folders, TensorBoard runs, Hydra JobReturns; halving and population-based
+training within the group. A stop signal checkpoints every member; submitit's USR2 handler then
+requeues the job, and `scontrol requeue` restarts it: its members resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, setup_globals
+
+from hydra_plugins.sweeper_fused import _core as fused_core
+from sweeper import fused, signals
+from sweeper.cli import finished_metrics
+from sweeper.config import ConfigError
+
+from . import _core
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """The sweep's jobs as the launcher handles them: `groups` of job positions, one SLURM task each,
+    and the positions of the jobs that `finished` before."""
+
+    jobs: list[fused_core.FusedJob]
+    groups: list[list[int]]
+    finished: list[int]
+
+
+def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Plan:
+    """Compose and group the jobs; raise ConfigError, before any work, where they cannot train as asked."""
+    setup_globals()
+    settings = launcher.settings
+    gpus = _gpus_per_job(launcher.params)
+    if settings.devices is not None and gpus and settings.devices > gpus:
+        raise ConfigError(
+            f"hydra.launcher.devices must be at most the {gpus} GPU(s) each SLURM job gets "
+            f"(hydra.launcher.gpus_per_node), got {settings.devices}"
+        )
+    if settings.hidden == "auto":  # decided here, for the node the jobs get: see fused_core.pad_hidden
+        settings.hidden = "pad" if gpus else "group"
+    jobs = [
+        fused_core.compose_job(launcher, list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)
+    ]
+    finished = [i for i, job in enumerate(jobs) if finished_metrics(job.output_dir) is not None]
+    fusable = [i for i, job in enumerate(jobs) if i not in finished and fused_core.is_fusable(job)]
+    cfg_dicts = [jobs[i].cfg_dict for i in fusable]
+    max_batch = settings.max_batch or max(len(fusable), 1)  # null: the job splits by its own memory
+    groups = [
+        [fusable[i] for i in g]
+        for g in fused.plan(cfg_dicts, pad_hidden=settings.hidden == "pad", max_batch=max_batch)
+    ]
+    cfgs = [jobs[i].task_cfg for i in fusable]
+    halving, pbt = fused_core.controllers(settings, cfgs)
+    fused.check_group(cfgs, halving=halving, pbt=pbt)
+    if pbt and len(groups) > 1:
+        raise ConfigError(
+            f"hydra.launcher.pbt copies members within one SLURM job: its {len(fusable)} configs need "
+            f"hydra.launcher.max_batch >= {len(fusable)} (and one width or hidden=pad), got "
+            f"{len(groups)} groups"
+        )
+    if halving and len(groups) > 1:
+        log.info("halving ranks the members of each of the %d SLURM jobs on their own", len(groups))
+    taken = set(finished) | set(fusable)
+    groups += [[i] for i in range(len(jobs)) if i not in taken]  # other apps, mode=eval: one job each
+    log.info(
+        "Launching %d jobs as %d SLURM job(s): %d in fused groups, %d alone, %d finished before",
+        len(jobs),
+        len(groups),
+        len(fusable),
+        len(jobs) - len(fusable) - len(finished),
+        len(finished),
+    )
+    return Plan(jobs, groups, finished)
+
+
+def _gpus_per_job(params: dict[str, Any]) -> int:
+    """The GPUs each SLURM job asks for (gpus_per_node, else gpus_per_task times tasks), 0 if none."""
+    return int(params.get("gpus_per_node") or 0) or int(params.get("gpus_per_task") or 0) * int(
+        params.get("tasks_per_node") or 1
+    )
+
+
+def submit(launcher: Any, planned: Plan, map_array: Any, fn: Any, job_args: list[tuple]) -> list[JobReturn]:
+    """Submit each group as one task of one array (`fn`: the launcher; its `__call__` takes the group's
+    job arguments as upstream made them), run the finished jobs here, and wait for the groups."""
+    returns: list[JobReturn | None] = [None] * len(job_args)
+    submitted = map_array(fn, [[job_args[i] for i in g] for g in planned.groups]) if planned.groups else []
+    for i in planned.finished:
+        returns[i] = fused_core.run_task(launcher, planned.jobs[i], launcher.task_function)
+    members = [[list(job_args[i][0]) for i in g] for g in planned.groups]
+    waited = _core.wait_groups(launcher, submitted, members)
+    for group, group_returns in zip(planned.groups, waited, strict=True):
+        for i, job_return in zip(group, group_returns, strict=True):
+            returns[i] = job_return
+    return returns
+
+
+def run_group(launcher: Any, job_args: list[tuple]) -> list[JobReturn]:
+    """In the SLURM job: train the group's jobs with the fused launcher's code; their JobReturns."""
+    import submitit
+
+    Singleton.set_state(job_args[0][4])  # the same for every job of the sweep
+    setup_globals()
+    job_id = submitit.JobEnvironment().job_id
+    jobs = [fused_core.compose_job(launcher, list(o), idx, job_id) for o, _key, idx, _id, _state in job_args]
+    with signals.graceful_stop():
+        return fused_core.launch_jobs(launcher, jobs)
