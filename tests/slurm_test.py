@@ -484,13 +484,14 @@ if sys.argv[1] == "blocked":
                 raise ImportError(f"No module named {name!r}")
     sys.meta_path.insert(0, Block())
 from hydra.core.config_store import ConfigStore
-from hydra_plugins.sweeper_slurm import config, slurm_launcher
+from hydra_plugins.sweeper_slurm import config, fused_slurm_launcher, slurm_launcher
 assert "submitit" not in sys.modules and "jax" not in sys.modules and "sweeper" not in sys.modules
 launchers = ConfigStore.instance().repo.get("hydra", {}).get("launcher", {})
 print(hasattr(config, "SweeperSlurmConf"), hasattr(slurm_launcher, "SweeperSlurmLauncher"),
-      "sweeper_slurm.yaml" in launchers)
+      "sweeper_slurm.yaml" in launchers, hasattr(config, "SweeperFusedSlurmConf"),
+      hasattr(fused_slurm_launcher, "SweeperFusedSlurmLauncher"), "sweeper_fused_slurm.yaml" in launchers)
 """
-    for mode, expected in (("installed", "True True True"), ("blocked", "False False False")):
+    for mode, expected in (("installed", " ".join(["True"] * 6)), ("blocked", " ".join(["False"] * 6))):
         result = subprocess.run(
             [sys.executable, "-c", check, mode], cwd=ROOT, capture_output=True, text=True, timeout=60
         )

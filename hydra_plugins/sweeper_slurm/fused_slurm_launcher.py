@@ -18,10 +18,12 @@ from typing import Any
 
 from hydra.core.utils import JobReturn
 
-from .slurm_launcher import SlurmLauncher, SweeperSlurmLauncher
+from .slurm_launcher import SlurmLauncher
 
-if SlurmLauncher is not None:
+if SlurmLauncher is not None:  # without hydra-submitit-launcher it defines nothing, silently
     from hydra_plugins.sweeper_fused.config import FusedLauncherConf, fused_settings
+
+    from .slurm_launcher import SweeperSlurmLauncher
 
     FUSED_KEYS = {f.name for f in fields(FusedLauncherConf)} - {"_target_"}
 
