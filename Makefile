@@ -6,11 +6,12 @@ SEEDS ?= 1
 TRIALS ?= 20
 HALVING ?= false
 SWEEP ?= $(shell ls -dt multirun/*/* 2>/dev/null | head -1)
+DATA ?= $(HOME)/.cache/sweeper/cifar10
 comma := ,
 SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),'seed=range(0$(comma)$(SEEDS))')
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test test-all bench bench-devices bench-slurm bench-quick lint format tensorboard clean
+.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test test-all bench bench-devices bench-slurm bench-pool bench-quick lint format tensorboard clean
 
 help:  ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,7 +32,7 @@ smoke:  ## a 300-step run on generated data: no download, seconds
 sweep:  ## the article's tuning grid, 27 jobs (SEEDS=3 repeats each config; ARGS="data.root=..." adds overrides)
 	$(PYTHON) run.py -m sweep=article $(SEED_SWEEP) $(ARGS)
 
-sweep-fused:  ## the same grid trained as vmapped programs (hydra/launcher=fused); HALVING=true prunes as it goes
+sweep-fused:  ## the same grid trained as vmapped programs (hydra/launcher=fused); HALVING=true prunes at each rung, HALVING=async as each run reaches one
 	$(PYTHON) run.py -m sweep=article hydra/launcher=fused hydra.launcher.halving=$(HALVING) $(SEED_SWEEP) $(ARGS)
 
 sweep-optuna:  ## Optuna TPE search with pruning (TRIALS=20); rerun with hydra.sweep.dir=... to continue a study
@@ -59,6 +60,9 @@ bench-devices:  ## one fused program of 8 configs on 1 device and on 2 (forced h
 
 bench-slurm:  ## the 8-config fused grid in the sweep's process and as 2 SLURM jobs (a throwaway one-node SLURM, as root) -> benchmarks/RESULTS-slurm.md
 	$(PYTHON) benchmarks/fused_slurm.py $(ARGS)
+
+bench-pool:  ## the article's space on CIFAR-10 five ways: grid, Optuna one at a time, through slot pools of 4 and 8, ASHA in pools (DATA=<CIFAR-10>) -> benchmarks/RESULTS-pool.md
+	$(PYTHON) benchmarks/pool.py --data-root $(DATA) $(ARGS)
 
 bench-quick:  ## the benchmark harness in under a minute (nothing written)
 	$(PYTHON) benchmarks/bench.py --quick $(ARGS)

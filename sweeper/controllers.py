@@ -6,9 +6,13 @@ engine, so that a decision ranks all of them whatever program (width) they train
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -36,13 +40,17 @@ class ScheduleReplay(Controller):
     def start(self, programs: list[Program]) -> None:
         self.change_steps = set().union(*(m.history.change_steps() for p in programs for m in p.members))
 
+    def admit(self, engine: Engine, members: list) -> None:
+        self.change_steps |= set().union(*(m.history.change_steps() for m in members))
+
     def stops(self, max_steps: int) -> set[int]:
         return self.change_steps
 
     def act(self, engine: Engine, step: int) -> None:
-        if step in self.change_steps:
-            for program in {id(p): p for p, _ in engine.members_at(step)}.values():
-                program.follow_histories()
+        if not self.change_steps:
+            return
+        for program in {id(p): p for p, _ in engine.members_at(step)}.values():
+            program.follow_histories()  # each member at its own step
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,90 @@ class Halving(Controller):
             )
         log.info("rung at step %d: %d of %d jobs go on, %d pruned", step, keep, len(candidates), len(pruned))
         engine.end_members(pruned, Status.PRUNED)
+
+
+@dataclass
+class AsyncHalving(Controller):
+    """Asynchronous successive halving (Li et al., 2018, ASHA): a member that reaches a step in `rungs`
+    goes on if its validation accuracy is in the best `keep` fraction (rounded up) of every member that
+    has reached that rung so far, itself included, and ends `pruned` otherwise; no member waits for a rung
+    to fill. Members that reach a rung at the same step are counted together. Each member at its own
+    step, so it works in a slot pool. With `rung_file`, every result goes to that JSON-lines file as it
+    comes (under a file lock) and is read back before each decision: a resumed sweep, and other
+    processes on the same sweep folder, rank against all of them."""
+
+    rungs: tuple[int, ...]
+    keep: float
+    rung_file: Path | None = None
+    reached: dict[int, dict[str, float]] = field(default_factory=dict)  # rung: {job: val accuracy}
+
+    def stops(self, max_steps: int) -> set[int]:
+        return {r for r in self.rungs if 0 < r < max_steps}
+
+    def checkpoint_at(self, step: int) -> bool:
+        return step in self.rungs  # promoted ones too: a resumed sweep must not judge them again
+
+    def start(self, programs: list) -> None:
+        if rungs := sorted(self.stops(programs[0].members[0].cfg.max_steps)):
+            log.info("asynchronous successive halving at steps %s keeping %g", rungs, self.keep)
+
+    def survivors(self, candidates: int) -> int:
+        return max(1, math.ceil(self.keep * candidates))
+
+    def act(self, engine: Engine, step: int) -> None:
+        arrivals: dict[int, list[tuple[Program, int]]] = {}
+        for program, row in engine.members_at(step):
+            own = program.member_step(row)
+            if own in self.rungs:
+                arrivals.setdefault(own, []).append((program, row))
+        pruned = []
+        for rung, members in arrivals.items():
+            values = {p.members[r].name: float(p.val_accuracies()[r]) for p, r in members}
+            seen = self._record(rung, values)
+            keep = self.survivors(len(seen))
+            for program, row in members:
+                value = values[program.members[row].name]
+                rank = sum(v > value for v in seen.values())  # ties go on
+                record = program.members[row].record
+                if rank < keep:
+                    record.log.info(
+                        "rung at step %d: val accuracy %.4f is in the best %d of the %d that reached it: "
+                        "goes on",
+                        rung,
+                        value,
+                        keep,
+                        len(seen),
+                    )
+                    continue
+                record.log.info(
+                    "pruned at step %d: val accuracy %.4f is not in the best %d of the %d that reached it",
+                    rung,
+                    value,
+                    keep,
+                    len(seen),
+                )
+                pruned.append((program, row))
+        engine.end_members(pruned, Status.PRUNED)
+
+    def _record(self, rung: int, values: dict[str, float]) -> dict[str, float]:
+        """Every result at `rung` so far, with `values` added (and written to the rung file)."""
+        if self.rung_file is None:
+            self.reached.setdefault(rung, {}).update(values)
+            return dict(self.reached[rung])
+        self.rung_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.rung_file, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # read and append as one, across processes
+            f.seek(0)
+            seen: dict[str, float] = {}
+            for line in f:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    entry = json.loads(line)
+                    if int(entry["rung"]) == rung:
+                        seen[str(entry["job"])] = float(entry["val_accuracy"])
+            for job, value in values.items():
+                f.write(json.dumps({"rung": rung, "job": job, "val_accuracy": value}) + "\n")
+            seen.update(values)
+        return seen
 
 
 @dataclass(frozen=True)

@@ -56,12 +56,13 @@ class Schedule:
     def of(cls, cfg: Any) -> Schedule:
         return cls(cfg.max_steps, cfg.log_every, cfg.checkpoint_every)
 
-    def stops(self, after: int) -> list[int]:
-        """Every stop later than step `after`, in order."""
-        stops = {self.max_steps} | {s for s in self.extra if s < self.max_steps}
-        stops |= set(range(self.log_every, self.max_steps, self.log_every))
-        stops |= set(range(self.checkpoint_every, self.max_steps, self.checkpoint_every))
-        return sorted(s for s in stops if s > after)
+    def next_stop(self, after: int) -> int | None:
+        """The first stop later than step `after`, None from max_steps on."""
+        if after >= self.max_steps:
+            return None
+        following = [self.max_steps, *(s for s in self.extra if after < s < self.max_steps)]
+        following += [(after // every + 1) * every for every in (self.log_every, self.checkpoint_every)]
+        return min(following)
 
     def is_log_point(self, step: int) -> bool:
         return step % self.log_every == 0 and step < self.max_steps
@@ -83,8 +84,11 @@ class Controller:
         return set()
 
     def checkpoint_at(self, step: int) -> bool:
-        """Whether members still training get a checkpoint at `step` (after `act`)."""
+        """Whether members still training get a checkpoint at their step `step` (after `act`)."""
         return False
+
+    def admit(self, engine: Engine, members: list[Member]) -> None:
+        """Members join a program while the others train (a slot pool); prepare them as `start` did."""
 
     def rescue(
         self, engine: Engine, step: int, diverged: list[tuple[Program, int]]
@@ -106,7 +110,8 @@ class Engine:
     """Drives `programs` through `schedule`, writes each member's record, ends each member once.
 
     `clock` dates the members' cost (sweeper.record.Clock); `on_end(member)` is called when a member's
-    record is complete.
+    record is complete. With `refill(free)`, a program whose members end at a step takes up to `free`
+    new members from it there (a slot pool); each member keeps its own step (sweeper.program).
     """
 
     def __init__(
@@ -117,61 +122,77 @@ class Engine:
         controllers: Iterable[Controller] = (),
         clock: Clock | None = None,
         on_end: Callable[[Member], None] | None = None,
+        refill: Callable[[int], list[Member]] | None = None,
     ):
         self.programs, self.controllers = programs, list(controllers)
         for controller in self.controllers:
             controller.start(programs)
-        stops = set().union(*(c.stops(schedule.max_steps) for c in self.controllers))
-        self.schedule = Schedule(
-            schedule.max_steps, schedule.log_every, schedule.checkpoint_every, frozenset(stops)
-        )
-        members = [m for p in programs for m in p.members]
-        self.clock = clock or Clock(time.perf_counter(), 0.0, len(members))
-        self.on_end = on_end
-        self.histograms = bool(members[0].cfg.histograms)
-        self.progress = any(show_progress(m.cfg) for m in members)
+        self.schedule = schedule
+        self._update_schedule()
+        self.members = [m for p in programs for m in p.members]
+        self.clock = clock or Clock(time.perf_counter(), 0.0, len(self.members))
+        self.on_end, self.refill = on_end, refill
+        self.histograms = bool(self.members[0].cfg.histograms)
+        self.progress = any(show_progress(m.cfg) for m in self.members)
+
+    def _update_schedule(self) -> None:
+        """The schedule with every controller's stops (members' own steps)."""
+        stops = set().union(*(c.stops(self.schedule.max_steps) for c in self.controllers))
+        s = self.schedule
+        self.schedule = Schedule(s.max_steps, s.log_every, s.checkpoint_every, frozenset(stops))
 
     def run(self) -> list[Member]:
         """Train every member to its end; return them all."""
-        members = [m for p in self.programs for m in p.members]
         start = min(p.step for p in self.programs)
-        bar = tqdm(
-            total=self.schedule.max_steps, initial=start, unit="step", disable=not self.progress, leave=False
-        )
+        total = self.schedule.max_steps if self.refill is None else None  # a pool runs past max_steps
+        bar = tqdm(total=total, initial=start, unit="step", disable=not self.progress, leave=False)
         with logging_redirect_tqdm(), bar:
-            for stop in self.schedule.stops(after=start):
+            while (stop := self._next_stop()) is not None:
                 for program in self.programs:
                     if program.members and program.step < stop:
                         self._advance(program, stop)
                 bar.update(stop - bar.n)
                 self._segment_end(stop)
-                if not any(p.members for p in self.programs):
-                    break
         for program in self.programs:  # resumed from a checkpoint at max_steps: only the record is missing
             self.end(program, program.training_rows(), Status.OK)
-        return members
+        return self.members
+
+    def _next_stop(self) -> int | None:
+        """The first program step at which a member still training reaches a stop of its own."""
+        following = []
+        for program in self.programs:
+            for row in program.training_rows():
+                own = self.schedule.next_stop(program.member_step(row))
+                if own is not None:
+                    following.append(own + program.members[row].offset)
+        return min(following, default=None)
 
     def _advance(self, program: Program, stop: int) -> None:
-        """Train `program` to `stop`, with the log point at its current step if it is one."""
+        """Train `program` to `stop`, with the log points of the members at one."""
         at = program.step
-        if not self.schedule.is_log_point(at):
+        own = [program.member_step(j) for j in range(len(program))]
+        rows = [j for j in range(len(program)) if self.schedule.is_log_point(own[j])]
+        if not rows:
             program.train(stop)
             return
         val = program.val_accuracies()  # measured before this step's update, as the article does
         if self.histograms:
-            for member, tensors in zip(program.members, program.histogram_tensors(), strict=True):
-                member.record.histograms(at, tensors)
+            tensors = program.histogram_tensors()
+            for j in rows:
+                program.members[j].record.histograms(own[j], tensors[j])
         losses, accuracies = program.train(stop)
-        for j, member in enumerate(program.members):
+        for j in rows:
+            member = program.members[j]
             val_j = None if val is None else float(val[j])
-            member.record.log_point(at, float(losses[0, j]), float(accuracies[0, j]), val_j)
+            member.record.log_point(own[j], float(losses[0, j]), float(accuracies[0, j]), val_j)
             if member.history.schedule:
-                member.record.schedule_point(at, member.lr, member.reg)
+                member.record.schedule_point(own[j], member.lr, member.reg)
         if val is not None and program.stacked:
             best = int(np.argmax(val))
+            where = f"step {at}" if len(set(own)) == 1 else f"program step {at}"
             log.info(
-                "step %d: %d jobs training, best val accuracy %.4f (%s)",
-                at,
+                "%s: %d jobs training, best val accuracy %.4f (%s)",
+                where,
                 len(program),
                 val[best],
                 program.members[best].name,
@@ -185,25 +206,48 @@ class Engine:
         for controller in self.controllers:
             diverged = controller.rescue(self, stop, diverged)
         for program, j in diverged:
-            program.members[j].record.log.warning("loss is not finite by step %d: status diverged", stop)
+            own = program.member_step(j)
+            program.members[j].record.log.warning("loss is not finite by step %d: status diverged", own)
         self.end_members(diverged, Status.DIVERGED)
         for controller in self.controllers:
             controller.act(self, stop)
-        if self.schedule.is_checkpoint(stop) or any(c.checkpoint_at(stop) for c in self.controllers):
-            for program in at_stop:
-                self._checkpoint(program, program.training_rows())
-        if stop == self.schedule.max_steps:
-            for program in at_stop:
-                self.end(program, program.training_rows(), Status.OK)
+        for program in at_stop:
+            self._checkpoint(
+                program, [j for j in program.training_rows() if self._checkpoint_due(program, j)]
+            )
+            self._end_finished(program)
         if signals.requested() is not None:
             self._interrupt()
         for program in at_stop:
+            program.keep(program.training_rows())
+            if self.refill is not None:
+                self._refill(program)
+
+    def _checkpoint_due(self, program: Program, row: int) -> bool:
+        own = program.member_step(row)
+        return self.schedule.is_checkpoint(own) or any(c.checkpoint_at(own) for c in self.controllers)
+
+    def _end_finished(self, program: Program) -> None:
+        """End `ok` the members of `program` that reached max_steps."""
+        done = [j for j in program.training_rows() if program.member_step(j) >= self.schedule.max_steps]
+        self.end(program, done, Status.OK)
+
+    def _refill(self, program: Program) -> None:
+        """New members take the free slots of `program`, at its step, each from its own start."""
+        while (free := program.slots - len(program)) > 0 and (new := self.refill(free)):
+            program.add(new)
+            self.members += new
+            for controller in self.controllers:
+                controller.admit(self, new)
+            self._update_schedule()
+            self._end_finished(program)  # resumed from a checkpoint at max_steps
             program.keep(program.training_rows())
 
     # --- what controllers use -----------------------------------------------------------------------
 
     def members_at(self, step: int) -> list[tuple[Program, int]]:
-        """(program, row) of every member still training that has reached `step`."""
+        """(program, row) of every member still training in the programs at program step `step` (each
+        member at its own step: program.member_step(row))."""
         return [(p, j) for p in self.programs if p.step == step for j in p.training_rows()]
 
     def end_members(self, members: list[tuple[Program, int]], status: Status) -> None:
@@ -222,20 +266,21 @@ class Engine:
             evaluated = program.final_accuracies(rows)
         for row, accuracies in zip(rows, evaluated, strict=True):
             member = program.members[row]
-            member.record.finish(status, program.step, member, accuracies, self.clock.cost(program, member))
+            cost = self.clock.cost(program, member)
+            member.record.finish(status, program.member_step(row), member, accuracies, cost)
             if self.on_end is not None:
                 self.on_end(member)
 
     def _checkpoint(self, program: Program, rows: list[int]) -> None:
         """Checkpoint the members at `rows` that have none at this step yet."""
-        rows = [j for j in rows if program.members[j].record.saved_step != program.step]
+        rows = [j for j in rows if program.members[j].record.saved_step != program.member_step(j)]
         if not rows:
             return
         mean_image = program.splits.train.mean_image
         for row, state in program.member_states(rows):
-            member = program.members[row]
-            attempt = self.clock.attempt(member.start, program.step)
-            member.record.checkpoint(member, program.step, state, mean_image, attempt)
+            member, own = program.members[row], program.member_step(row)
+            attempt = self.clock.attempt(member.start, own)
+            member.record.checkpoint(member, own, state, mean_image, attempt)
 
     def _interrupt(self) -> None:
         """Checkpoint and record every member still training as interrupted, then raise."""
@@ -245,5 +290,5 @@ class Engine:
             self._checkpoint(program, rows)
             for j in rows:
                 member = program.members[j]
-                member.record.interrupted(program.step, signum, self.clock.cost(program, member))
+                member.record.interrupted(program.member_step(j), signum, self.clock.cost(program, member))
         raise signals.Interrupted(signum)

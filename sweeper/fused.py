@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeper import config, data, memory, train_step
-from sweeper.controllers import Halving, PopulationBasedTraining, ScheduleReplay
+from sweeper.controllers import AsyncHalving, Halving, PopulationBasedTraining, ScheduleReplay
 from sweeper.devices import Placement, local_devices
 from sweeper.engine import Controller, Engine, Schedule
 from sweeper.program import Member, Program, new_member
@@ -60,10 +60,17 @@ def accepts(cfg: Any, workdir: str | Path) -> dict[str, Any] | None:
     return None if metrics is not None and Status(metrics["status"]).is_result else cfg_dict
 
 
-def check_group(cfgs: list[Any], *, halving: Halving | None, pbt: PopulationBasedTraining | None) -> None:
+def check_group(
+    cfgs: list[Any], *, halving: Halving | AsyncHalving | None, pbt: PopulationBasedTraining | None
+) -> None:
     """Raise ConfigError, before any work, where `cfgs` cannot train with these controllers."""
     if halving and pbt:
         raise config.ConfigError("hydra.launcher: halving and pbt do not mix, choose one")
+    if halving and cfgs and any(not 0 < r < cfg.max_steps for cfg in cfgs for r in halving.rungs):
+        steps = cfgs[0].max_steps
+        raise config.ConfigError(
+            f"hydra.launcher.rungs must be steps in (0, max_steps={steps}), got {list(halving.rungs)}"
+        )
     for name, controller in (("halving", halving), ("pbt", pbt)):
         if controller and any(cfg.data.val_size == 0 for cfg in cfgs):
             raise config.ConfigError(
@@ -138,7 +145,7 @@ def train_group(
     *,
     hidden: str = "pad",
     max_batch: int | None = None,
-    halving: Halving | None = None,
+    halving: Halving | AsyncHalving | None = None,
     pbt: PopulationBasedTraining | None = None,
     log_files: list[Path | None] | None = None,
     log_format: str = LOG_FORMAT,
@@ -176,16 +183,87 @@ def train_group(
 
     datasets = _DeviceData(device_data)
     controllers = [c for c in (halving, pbt) if c is not None]
+    lockstep = isinstance(halving, Halving) or pbt is not None  # they rank or copy members at one step
+    pools: list[list[int]] = []
+    if max_batch and not lockstep:  # more configs of one fuse key than slots: a slot pool
+        by_key = plan(cfg_dicts, pad_hidden=hidden == "pad", max_batch=len(cfgs), devices=placement.count)
+        pools = [g for g in by_key if len(g) > max_batch]
+        pooled = {i for g in pools for i in g}
+        groups = [g for g in groups if not pooled.intersection(g)]
     try:
+        for number, pool in enumerate(pools):
+            members += _train_pool(
+                number, pool, max_batch, cfgs, records, controllers, datasets, ended, placement
+            )
         for cohort in _cohorts(groups, cfgs, together=bool(controllers)):
             members += _train_cohort(cohort, cfgs, records, controllers, datasets, ended, placement)
     finally:
-        for record in records:
-            record.close()
-            for handler in record.log.handlers:
-                handler.close()
+        _close(records)
+    return _in_order(members, index, len(cfgs))
+
+
+def train_stream(
+    next_configs: Callable[[int], list[tuple[Any, Path, Path | None]]],
+    *,
+    slots: int,
+    halving: AsyncHalving | None = None,
+    log_format: str = LOG_FORMAT,
+    device_data: dict | None = None,
+    on_end: Callable[[int, dict[str, Any]], None] | None = None,
+    devices: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train configs as one slot pool of `slots` rows, asking `next_configs(free)` for up to `free`
+    more (cfg, workdir, log file) whenever rows free, until it returns none; each one's metrics, in
+    the order asked. The configs must share a fuse key with widths padded (an Optuna study's trials);
+    a wider one widens the program. `on_end(i, metrics)`: as soon as the i-th config asked has finished."""
+    if isinstance(halving, Halving):
+        raise config.ConfigError(
+            "hydra.launcher.halving=true waits for each rung to fill: a stream takes async"
+        )
+    placement = Placement(local_devices(devices))
+    cfgs: list[Any] = []
+    records: list[RunRecord] = []
+    index: dict[Path, int] = {}
+
+    def more(free: int) -> list[int]:
+        new = []
+        for cfg, workdir, log_file in next_configs(free):
+            config.validate(cfg)
+            check_group([cfg], halving=halving, pbt=None)
+            index[Path(workdir)] = len(cfgs)
+            new.append(len(cfgs))
+            cfgs.append(cfg)
+            records.append(RunRecord(cfg, workdir, member_logger(log_file, log_format)))
+        return new
+
+    def ended(member: Member) -> None:
+        if on_end is not None:
+            on_end(index[member.record.workdir], member.metrics)
+
+    first = more(slots)
+    if not first:
+        return []
+    controllers = [halving] if halving is not None else []
+    try:
+        members = _train_pool(
+            0, first, slots, cfgs, records, controllers, _DeviceData(device_data), ended, placement, more=more
+        )
+    finally:
+        _close(records)
+    return _in_order(members, index, len(cfgs))
+
+
+def _close(records: list[RunRecord]) -> None:
+    for record in records:
+        record.close()
+        for handler in record.log.handlers:
+            handler.close()
+
+
+def _in_order(members: list[Member], index: dict[Path, int], count: int) -> list[dict[str, Any]]:
+    """The members' metrics by config index (`index`: each workdir's)."""
     by_index = {index[m.record.workdir]: m.metrics for m in members}
-    return [by_index[i] for i in range(len(cfgs))]
+    return [by_index[i] for i in range(count)]
 
 
 def _cohorts(groups: list[list[int]], cfgs: list[Any], *, together: bool) -> list[list[list[int]]]:
@@ -242,16 +320,107 @@ def _train_cohort(
     clock = Clock(started, data_s, len(members))
     engine = Engine(programs, Schedule.of(cfg), controllers=controllers, clock=clock, on_end=on_end)
     engine.run()
-    counts: dict[str, int] = {}
-    for m in members:
-        counts[m.status.value] = counts.get(m.status.value, 0) + 1
     log.info(
         "fused training done in %.1f s (compile %.1f s): %s",
         time.perf_counter() - started,
         sum(p.segments.compile_s for p in programs),
-        ", ".join(f"{n} {s}" for s, n in counts.items()),
+        _statuses(members),
     )
     return members
+
+
+def _statuses(members: list[Member]) -> str:
+    """How members ended, counted: `3 ok, 1 pruned`."""
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[m.status.value] = counts.get(m.status.value, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def _train_pool(
+    number: int,
+    group: list[int],
+    slots: int,
+    cfgs: list[Any],
+    records: list[RunRecord],
+    controllers: list[Controller],
+    device_data: _DeviceData,
+    on_end: Callable[[Member], None],
+    placement: Placement,
+    more: Callable[[int], list[int]] | None = None,
+) -> list[Member]:
+    """Train `group` (one fuse key) as one program of `slots` rows that the waiting configs keep full:
+    as members end, the next ones take their rows at that step, each from its own step 0 (or its
+    checkpoint), while the others go on. Once `group` is used up, `more(free)` may add configs to
+    `cfgs` and `records` and return their indices (a stream: trials asked as slots free)."""
+    started = time.perf_counter()
+    widest = max((cfgs[i] for i in group), key=lambda c: c.hidden)
+    memory.check_fits(widest, members=placement.rows(slots) // placement.count)  # per device
+    splits, num_train, load_s = device_data.get(cfgs[group[0]].data)
+    for i in group:
+        check_batch_size(cfgs[i], num_train)
+    waiting, entered = list(group), []
+    program: Program | None = None
+
+    def enter(free: int) -> list[Member]:
+        """Up to `free` waiting configs as members, their records opened."""
+        if not waiting and more is not None:
+            for i in more(free):
+                check_batch_size(cfgs[i], num_train)
+                waiting.append(i)
+        new = []
+        while waiting and len(new) < free:
+            i = waiting.pop(0)
+            records[i].log_config()
+            member = new_member(cfgs[i], records[i], num_train)
+            member.record.open(member.start, num_train)
+            at = 0 if program is None else program.step
+            member.record.log.info("in slot pool %d (%d slots) from program step %d", number, slots, at)
+            new.append(member)
+        entered.extend(new)
+        return new
+
+    first = enter(slots)
+    program = Program(
+        first,
+        splits,
+        stacked=True,
+        placement=placement,
+        step=0,
+        width=widest.hidden,
+        slots=slots,
+        pool=number,
+    )
+    spans = f" on {placement.count} devices" if program.placement is not None else ""
+    log.info(
+        "slot pool %d: %s through %d slots, width %d%s",
+        number,
+        f"{len(group)} jobs" if more is None else "trials",
+        slots,
+        program.width,
+        spans,
+    )
+    clock = Clock(started, load_s, max(len(group), slots))
+    engine = Engine(
+        [program],
+        Schedule.of(cfgs[group[0]]),
+        controllers=[ScheduleReplay(), *controllers, TrialPruning(first)],
+        clock=clock,
+        on_end=on_end,
+        refill=enter,
+    )
+    engine.run()
+    log.info(
+        "slot pool %d done in %.1f s (compile %.1f s): %d jobs, %d program steps, slot occupancy %.2f: %s",
+        number,
+        time.perf_counter() - started,
+        program.segments.compile_s,
+        len(entered),
+        program.step,
+        program.member_steps / program.slot_steps if program.slot_steps else 1.0,
+        _statuses(entered),
+    )
+    return entered
 
 
 def _program(members: list[Member], splits: train_step.DeviceSplits, placement: Placement) -> Program:

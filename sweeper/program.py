@@ -37,8 +37,11 @@ class Member:
     initial: tuple[Any, Any] | None  # (params, opt_state) at `start`, until a program takes them
     history: History
     last_losses: np.ndarray | None = None  # the losses of its last segment
-    val_step: int | None = None  # the step `val_accuracy` was measured at
+    val_step: int | None = None  # the program step `val_accuracy` was measured at
     val_accuracy: float | None = None
+    # The program's step minus this member's own step: 0 when every member of a program started
+    # together, else the program step it joined at minus the step it started at (a slot pool).
+    offset: int = 0
     lr: float = field(init=False)  # what it trains with now: its history's at the program's step
     reg: float = field(init=False)
 
@@ -97,6 +100,10 @@ class CompiledSegments:
         self.compile_s = self.train_s = 0.0
         self.first_step_done: float | None = None  # time.perf_counter() at the end of the first step
 
+    def recompile(self, jitted: Any) -> None:
+        """Go on with another jitted segment (a program that widened), its timings kept."""
+        self.jitted, self.programs = jitted, {}
+
     def __call__(self, *args: Any, steps: int) -> tuple[Any, Any]:
         """Run one segment of `steps` steps and wait for it: (state, outputs as numpy)."""
         started, compile_before = time.perf_counter(), self.compile_s
@@ -115,12 +122,13 @@ class CompiledSegments:
 
 
 def batches(members: list[Member], start: int, stop: int) -> np.ndarray:
-    """Image indices for steps start..stop-1: (steps, batch) shared by all members when they share a
-    data order (one seed), else (steps, members, batch)."""
-    first = members[0].order
-    if all(m.order.seed_words == first.seed_words for m in members):
-        return first.indices(start, stop)
-    return np.stack([m.order.indices(start, stop) for m in members], axis=1)
+    """Image indices for program steps start..stop-1, each member at its own steps: (steps, batch)
+    shared by all members when they share a data order (one seed) and their steps, else (steps,
+    members, batch)."""
+    first = members[0]
+    if all(m.order.seed_words == first.order.seed_words and m.offset == first.offset for m in members):
+        return first.order.indices(start - first.offset, stop - first.offset)
+    return np.stack([m.order.indices(start - m.offset, stop - m.offset) for m in members], axis=1)
 
 
 def _host_stack(trees: list[Any]) -> Any:
@@ -142,27 +150,32 @@ def _copy_rows(tree: Any, dst: jax.Array, src: jax.Array) -> Any:
     return jax.tree.map(lambda leaf: leaf.at[dst].set(leaf[src]), tree)
 
 
-def _initial_state(
-    members: list[Member], width: int, stacked: bool, placement: Placement | None
+def _device_state(
+    states: list[Any], step: int, stacked: bool, placement: Placement | None
 ) -> train_step.TrainState:
-    """The members' initial (params, opt_state) at `width` on the device: stacked on a member axis
+    """Host (params, opt_state) trees of one width on the device at `step`: stacked on a member axis
     (split over `placement`'s devices, if any), or one run's plain state."""
-    states = [model.resize(m.initial, width) for m in members]
     if placement is not None:
         params, opt_state = placement.place(placement.pad(_host_stack(states)))
-        alive = placement.place(np.ones(placement.rows(len(members)), bool))
+        alive = placement.place(np.ones(placement.rows(len(states)), bool))
     elif stacked:
         params, opt_state = _stack(states)
-        alive = jnp.ones(len(members), bool)
+        alive = jnp.ones(len(states), bool)
     else:
         params, opt_state = jax.device_put(states[0])
         alive = jnp.bool_(True)
-    return train_step.TrainState(params, opt_state, alive, np.int32(members[0].start))
+    return train_step.TrainState(params, opt_state, alive, np.int32(step))
 
 
 class Program:
-    """`members` trained together from a common step on `splits` (a dataset on the device); stacked,
-    with a `placement` over several devices, the member axis is split over them (sweeper.devices)."""
+    """`members` trained together on `splits` (a dataset on the device); stacked, with a `placement`
+    over several devices, the member axis is split over them (sweeper.devices).
+
+    Members start together at their common step, or, with `step` given (a slot pool), each at its own:
+    the program counts its own steps from `step` and a member's offset turns them into the member's.
+    `width`: the units every member is padded to (default: the widest member's); `slots`: the rows
+    the program is sized for, which occupancy counts (default: its members); `pool`: its number as a
+    slot pool (sweeper.engine refills it)."""
 
     def __init__(
         self,
@@ -171,6 +184,10 @@ class Program:
         *,
         stacked: bool,
         placement: Placement | None = None,
+        step: int | None = None,
+        width: int | None = None,
+        slots: int | None = None,
+        pool: int | None = None,
     ):
         if not stacked and len(members) != 1:
             raise ValueError("an unstacked program trains exactly one member")
@@ -179,17 +196,55 @@ class Program:
             splits = self.placement.replicate(splits)
         self.members, self.splits, self.stacked = list(members), splits, stacked
         self.initial_size = len(members)
-        self.step = members[0].start
-        self.width = max(m.cfg.hidden for m in members)
+        self.slots = slots or len(members)
+        self.pool = pool  # the slot pool's number within its sweep, None for a program of fixed members
+        self.step = members[0].start if step is None else step
+        self.width = width or max(m.cfg.hidden for m in members)
         self.padded = any(m.cfg.hidden < self.width for m in members)
         self.graphdef, _ = model.abstract(self.width)
         make_optimizer = train_step.optimizer_factory(members[0].cfg.optimizer)
         self.segments = CompiledSegments(train_step.make_segment(self.graphdef, make_optimizer, stacked))
-        self.state = _initial_state(members, self.width, stacked, self.placement)
+        self.member_steps = self.slot_steps = 0  # trained by members, and the slots' capacity
+        for m in members:
+            m.offset = self.step - m.start
+        states = [model.resize(m.initial, self.width) for m in members]
+        self.state = _device_state(states, self.step, stacked, self.placement)
         for m in members:
             m.initial = None  # the program owns the state now
-        mask = np.stack([np.arange(self.width) < m.cfg.hidden for m in members]).astype(np.float32)
-        self.hyper = self._hyper(mask if self.padded else None)
+        self.hyper = self._hyper(self._unit_mask())
+
+    def _unit_mask(self) -> np.ndarray | None:
+        """Each member's own units among the program's width, where any member is narrower (else None)."""
+        if all(m.cfg.hidden == self.width for m in self.members):
+            return None
+        return np.stack([np.arange(self.width) < m.cfg.hidden for m in self.members]).astype(np.float32)
+
+    def member_step(self, row: int) -> int:
+        """The own step of the member at `row`: where it is in its run."""
+        return self.step - self.members[row].offset
+
+    def add(self, members: list[Member]) -> None:
+        """Members join the program at its current step, each from its own start (a slot pool: they
+        take the rows of members that ended); stacked programs only. A wider member widens the
+        program: every member is padded to it, as narrower members always are."""
+        if not members:
+            return
+        host = jax.device_get((self.state.params, self.state.opt_state))
+        states = [jax.tree.map(lambda leaf, r=row: leaf[r], host) for row in range(len(self.members))]
+        if (wider := max(m.cfg.hidden for m in members)) > self.width:  # padded to the new widest
+            states = [model.resize(state, wider) for state in states]
+            self.width, self.padded = wider, True
+            self.graphdef, _ = model.abstract(wider)
+            make_optimizer = train_step.optimizer_factory(members[0].cfg.optimizer)
+            self.segments.recompile(train_step.make_segment(self.graphdef, make_optimizer, self.stacked))
+        for m in members:
+            m.offset = self.step - m.start
+            states.append(model.resize(m.initial, self.width))
+            m.initial = None
+        self.members += members
+        self.padded = self.padded or any(m.cfg.hidden < self.width for m in members)
+        self.state = _device_state(states, self.step, self.stacked, self.placement)
+        self.hyper = self._hyper(self._unit_mask())
 
     def _hyper(self, unit_mask: Any) -> train_step.Hyper:
         """The members' lr and reg as the segment takes them: a column each, or scalars unstacked."""
@@ -218,6 +273,8 @@ class Program:
         self.state, (losses, accuracies) = self.segments(
             self.state, self.hyper, self.splits.train, batch_indices, steps=stop - self.step
         )
+        self.member_steps += len(self.members) * (stop - self.step)
+        self.slot_steps += max(self.slots, len(self.members)) * (stop - self.step)
         self.step = stop
         if self.placement is not None:  # the padding rows' results go
             losses, accuracies = losses[:, : len(self.members)], accuracies[:, : len(self.members)]
@@ -244,8 +301,8 @@ class Program:
     def follow_histories(self) -> None:
         """Members whose history changes lr or reg at this step train on with the new values."""
         changed = False
-        for member in self.members:
-            now = member.hyperparameters_at(self.step)
+        for row, member in enumerate(self.members):
+            now = member.hyperparameters_at(self.member_step(row))
             changed |= now != (member.lr, member.reg)
             member.lr, member.reg = now
         if changed:
@@ -257,7 +314,7 @@ class Program:
         for target, source, history in zip(targets, sources, histories, strict=True):
             dst, src = self.members[target], self.members[source]
             dst.history, dst.last_losses, dst.val_step = history, src.last_losses, None
-            dst.lr, dst.reg = dst.hyperparameters_at(self.step)
+            dst.lr, dst.reg = dst.hyperparameters_at(self.member_step(target))
         self._map_state(lambda tree: _copy_rows(tree, jnp.asarray(targets), jnp.asarray(sources)))
         self._set_hyperparameters()
 
@@ -307,7 +364,9 @@ class Program:
 
     def histogram_tensors(self) -> list[dict[str, np.ndarray]]:
         """Each member's logits on its next batch and its weights, by TensorBoard tag."""
-        batch_indices = np.stack([m.order.indices(self.step, self.step + 1)[0] for m in self.members])
+        batch_indices = np.stack(
+            [m.order.indices(self.step - m.offset, self.step - m.offset + 1)[0] for m in self.members]
+        )
         if self.placement is not None:
             batch_indices = self.placement.pad(batch_indices)
         train = self.splits.train

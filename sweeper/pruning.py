@@ -27,22 +27,24 @@ class TrialPruning(Controller):
     ends `pruned` (checkpointed, with its metrics then) when the study's pruner says so."""
 
     def __init__(self, members: list[Any]):
-        self.trials = {m: open_trial(TrialRef.of(m.cfg.trial)) for m in members if has_trial(m.cfg)}
+        self.trials: dict[Any, Any] = {}
+        self.admit(None, members)
+
+    def admit(self, engine: Engine | None, members: list[Any]) -> None:
+        self.trials |= {m: open_trial(TrialRef.of(m.cfg.trial)) for m in members if has_trial(m.cfg)}
 
     def act(self, engine: Engine, step: int) -> None:
-        if step == 0 or not engine.schedule.is_log_point(step):
-            return
         pruned = []
         for program, row in engine.members_at(step):
-            member = program.members[row]
+            member, own = program.members[row], program.member_step(row)
             trial = self.trials.get(member)
-            if trial is None:
+            if trial is None or own == 0 or not engine.schedule.is_log_point(own):
                 continue
             value = float(program.val_accuracies()[row])
-            if report_to(trial, value, step):
+            if report_to(trial, value, own):
                 member.record.log.info(
                     "pruned at step %d by the study's pruner (trial %d, val accuracy %.4f)",
-                    step,
+                    own,
                     trial.number,
                     value,
                 )

@@ -152,7 +152,8 @@ class Clock:
         segments = program.segments
         elapsed = time.perf_counter() - self.started
         first_step_s = segments.first_step_done - self.started if segments.first_step_done else 0.0
-        steps = program.step - min(m.start for m in program.members)
+        own = program.step - member.offset
+        steps = own - member.start
         timings = {
             "data_s": round(self.data_s, 3),
             "compile_s": round(segments.compile_s, 3),
@@ -163,7 +164,15 @@ class Clock:
         }
         if program.stacked:
             timings |= {"fused_jobs": program.initial_size, "fused_wall_time_s": round(elapsed, 3)}
-        return Cost(self.attempt(member.start, program.step), timings)
+        if program.pool is not None:  # the slots it shared, and when it held one (program steps)
+            joined = member.offset + member.start
+            timings["pool"] = {
+                "id": program.pool,
+                "slots": program.slots,
+                "joined": joined,
+                "left": program.step,
+            }
+        return Cost(self.attempt(member.start, own), timings)
 
 
 @dataclass(frozen=True)

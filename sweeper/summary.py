@@ -395,11 +395,33 @@ def notes(jobs: list[JobResult]) -> list[str]:
             "best config above replays the best member's schedule.",
             "",
         ]
+    lines += pool_lines(jobs)
     crashed = [j for j in jobs if j.status is Status.CRASHED]
     if crashed:
         lines += (
             ["Crashed jobs:", ""] + [f"- `{j.name}`: {j.metrics.get('error', '?')}" for j in crashed] + [""]
         )
+    return lines
+
+
+def pool_lines(jobs: list[JobResult]) -> list[str]:
+    """Each slot pool's occupancy: the steps its members trained over the steps its slots could have
+    (its last attempt's, from each member's `timings.pool`)."""
+    pools: dict[tuple, list[dict]] = {}
+    for job in jobs:
+        pool = ((job.metrics or {}).get("timings") or {}).get("pool")
+        if pool:
+            pools.setdefault((pool["id"], pool["slots"]), []).append(pool)
+    lines = []
+    for (number, slots), members in sorted(pools.items()):
+        start, end = min(m["joined"] for m in members), max(m["left"] for m in members)
+        trained = sum(m["left"] - m["joined"] for m in members)
+        occupancy = trained / (slots * (end - start)) if end > start else 1.0
+        lines += [
+            f"Slot pool {number}: {len(members)} jobs through {slots} slots over {end - start} program "
+            f"steps, slot occupancy {occupancy:.2f} (member-steps trained / slot-steps).",
+            "",
+        ]
     return lines
 
 

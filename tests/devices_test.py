@@ -65,6 +65,17 @@ def test_pbt_on_4_devices_makes_the_same_copies(tmp_path):
     assert_same_runs(tmp_path / "4", tmp_path / "1", 200)
 
 
+@pytest.mark.slow
+def test_a_slot_pool_on_4_devices_refills_as_on_one(tmp_path):
+    on_1, on_4 = train("pool", 1, tmp_path / "1"), train("pool", 4, tmp_path / "4")
+    assert [m["timings"]["pool"] for m in on_4] == [m["timings"]["pool"] for m in on_1]
+    assert sorted({m["timings"]["pool"]["joined"] for m in on_4}) == [0, 50, 200, 250]  # staggered joins
+    assert [m["status"] for m in on_4] == [m["status"] for m in on_1]
+    for i, (got, expected) in enumerate(zip(on_4, on_1, strict=True)):
+        if got["status"] == "ok":
+            assert_same_run(got, expected, tmp_path / "4" / str(i), tmp_path / "1" / str(i), 200)
+
+
 @pytest.mark.parametrize("first, then", [(4, 1), pytest.param(1, 4, marks=pytest.mark.slow)])
 def test_a_checkpoint_resumes_on_another_number_of_devices(tmp_path, one_device, first, then):
     train("grid", first, tmp_path / "grid")

@@ -14,7 +14,7 @@ finished jobs, a group of one, or jobs whose fused training raised.
 import contextlib
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sweeper import fused, signals
 from sweeper.cli import one_line, user_errors
-from sweeper.controllers import Halving, PopulationBasedTraining, default_rungs
+from sweeper.controllers import AsyncHalving, Halving, PopulationBasedTraining, default_rungs
 from sweeper.devices import local_devices
 from sweeper.locks import JobLock
 from sweeper.train import enable_compilation_cache
 
 log = logging.getLogger(__name__)
+
+RUNG_FILE = "halving_rungs.jsonl"  # asynchronous halving's results, in the sweep folder
 
 
 @dataclass
@@ -70,7 +72,7 @@ def launch_jobs(launcher: Any, jobs: list[FusedJob]) -> list[JobReturn]:
             max_batch=settings.max_batch,
             devices=devices,
         )
-        halving, pbt = controllers(settings, [j.task_cfg for j in fusable])
+        halving, pbt = controllers(settings, [j.task_cfg for j in fusable], config.hydra.sweep.dir)
         if not (halving or pbt):
             groups = [g for g in groups if len(g) > 1]  # a group of one gains nothing from fusing alone
         fused_jobs = [fusable[i] for g in groups for i in g]
@@ -98,6 +100,111 @@ def launch_jobs(launcher: Any, jobs: list[FusedJob]) -> list[JobReturn]:
         if job.result is None:  # not fused, or its fused training failed
             job.result = run_task(launcher, job, launcher.task_function)
     return [job.result for job in jobs]
+
+
+def launch_stream(
+    launcher: Any,
+    next_overrides: Callable[[], Sequence[str] | None],
+    on_return: Callable[[int, JobReturn], None],
+    slots: int,
+    initial_job_idx: int,
+) -> list[JobReturn]:
+    """Jobs asked one at a time (`next_overrides()`, None: no more) as the rows of one slot pool of
+    `slots` free, widths padded into one program; `on_return(k, JobReturn)` as soon as the k-th job asked
+    ends. Jobs the pool cannot take (another app's, finished, another fuse key) run through the task
+    function when asked. Every job's JobReturn, in the order asked."""
+    setup_globals()
+    config, settings = launcher.config, launcher.settings
+    local_devices(settings.devices)  # more than the machine has: an error before any work
+    check_stream(launcher)
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    jobs: list[FusedJob] = []
+    pooled: list[FusedJob] = []
+    key: list[str] = []  # the pool's fuse key, once its first job is in
+    fmt = OmegaConf.select(config, "hydra.job_logging.formatters.simple.format", default=None)
+
+    def returned(job: FusedJob, task: Any) -> None:
+        job.result = run_task(launcher, job, task)
+        on_return(job.idx - initial_job_idx, job.result)
+
+    with contextlib.ExitStack() as held:
+
+        def next_configs(free: int) -> list[tuple[Any, Path, Path | None]]:
+            out = []
+            while len(out) < free and (overrides := next_overrides()) is not None:
+                job = compose_job(launcher, list(overrides), initial_job_idx + len(jobs))
+                jobs.append(job)
+                if _accept(job, held) and fused_key(job) == (key or [fused_key(job)])[0]:
+                    key[:] = [fused_key(job)]
+                    _write_record(job)
+                    pooled.append(job)
+                    out.append((job.task_cfg, job.output_dir, job.log_file))
+                    continue
+                if job.lock is not None:  # fusable, but not with the pool's jobs
+                    job.lock.release()
+                returned(job, launcher.task_function)
+            return out
+
+        first = next_configs(slots)
+        halving = controllers(settings, [first[0][0]], config.hydra.sweep.dir)[0] if first else None
+        prefetched = [first]
+
+        def source(free: int) -> list[tuple[Any, Path, Path | None]]:
+            return prefetched.pop() if prefetched else next_configs(free)
+
+        def ended(i: int, metrics: dict[str, Any]) -> None:
+            pooled[i].lock.release()
+            returned(pooled[i], lambda _cfg, value=metrics["objective"]: value)
+
+        try:
+            fused.train_stream(
+                source,
+                slots=slots,
+                halving=halving,
+                log_format=fmt or fused.LOG_FORMAT,
+                device_data=launcher.device_data,
+                on_end=ended,
+                devices=settings.devices,
+            )
+        except signals.Interrupted as stopped:
+            stopped.resume_hint = (
+                f"run the same command with hydra.sweep.dir={config.hydra.sweep.dir} to continue"
+            )
+            raise
+        except Exception as error:  # the jobs not done yet run one by one, each reporting its own error
+            left = [j for j in pooled if j.result is None]
+            log.warning(
+                "fused training failed (%s): running %d job(s) one by one", one_line(error), len(left)
+            )
+            if not isinstance(error, user_errors()):
+                log.warning("fused training failed", exc_info=True)
+            for job in left:
+                job.lock.release()
+            configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+            for job in left:
+                returned(job, launcher.task_function)
+    return [job.result for job in jobs]
+
+
+def check_stream(launcher: Any) -> None:
+    """Raise ConfigError where the sweep's own config (what every job of a stream starts from) cannot
+    train as the settings ask, before any job is asked."""
+    config = launcher.config
+    sweep_cfg = copy.deepcopy(config)
+    with read_write(sweep_cfg), open_dict(sweep_cfg):
+        del sweep_cfg["hydra"]
+    if fused.accepts(sweep_cfg, Path(str(config.hydra.sweep.dir)) / ".none") is None:
+        return  # another app's config: its jobs run through the task function
+    halving, _ = controllers(launcher.settings, [sweep_cfg], config.hydra.sweep.dir)
+    fused.check_group([sweep_cfg], halving=halving, pbt=None)
+
+
+def fused_key(job: FusedJob) -> str:
+    """The fuse key of a job in a stream's pool (widths padded)."""
+    from sweeper.config import fuse_key
+
+    return fuse_key(job.cfg_dict, pad_hidden=True)
 
 
 def compose_job(launcher: Any, overrides: list[str], idx: int, job_id: Any = None) -> FusedJob:
@@ -153,18 +260,19 @@ def pad_hidden(settings: Any) -> bool:
 
 
 def controllers(
-    settings: Any, cfgs: list[DictConfig]
-) -> tuple[Halving | None, PopulationBasedTraining | None]:
+    settings: Any, cfgs: list[DictConfig], sweep_dir: Any
+) -> tuple[Halving | AsyncHalving | None, PopulationBasedTraining | None]:
     """The successive halving and population-based training that `settings` ask for (else None)."""
     if not cfgs:
         return None, None
     cfg = cfgs[0]
     halving = pbt = None
     if settings.halving:
-        halving = Halving(
-            tuple(sorted({int(r) for r in settings.rungs or default_rungs(cfg.max_steps, settings.keep)})),
-            settings.keep,
-        )
+        rungs = tuple(sorted({int(r) for r in settings.rungs or default_rungs(cfg.max_steps, settings.keep)}))
+        if settings.halving == "async":  # its results in the sweep folder: a rerun ranks against them
+            halving = AsyncHalving(rungs, settings.keep, Path(str(sweep_dir)) / RUNG_FILE)
+        else:
+            halving = Halving(rungs, settings.keep)
     if settings.pbt.interval:
         p = settings.pbt
         pbt = PopulationBasedTraining(p.interval, p.quantile, tuple(float(f) for f in p.factors), cfg.seed)
@@ -188,7 +296,7 @@ def _train(
     launcher: Any,
     jobs: list[FusedJob],
     hidden: str,
-    halving: Halving | None,
+    halving: Halving | AsyncHalving | None,
     pbt: PopulationBasedTraining | None,
 ) -> None:
     for job in jobs:

@@ -26,7 +26,9 @@ class FusedLauncherConf:
     # device's memory holds (sweeper.memory's estimate).
     max_batch: int | None = None
     hidden: str = "auto"  # group: a program per width | pad: pad to the widest | auto: group on CPU, else pad
-    halving: bool = False  # successive halving across every program of the sweep
+    # true: successive halving across every program of the sweep; async: asynchronous (ASHA), each
+    # member judged as it reaches a rung, against those that reached it so far (slot pools keep it)
+    halving: Any = False
     keep: float = 0.5  # fraction kept at each rung
     rungs: list[int] | None = None  # steps of the rungs; null: max_steps * keep**2 and max_steps * keep
     pbt: PopulationBasedTrainingConf = field(default_factory=PopulationBasedTrainingConf)
@@ -56,6 +58,10 @@ def check_settings(settings: FusedLauncherConf) -> None:
         (
             settings.hidden in ("auto", "group", "pad"),
             f"hidden must be auto, group or pad, got {settings.hidden!r}",
+        ),
+        (
+            settings.halving in (True, False, "async"),
+            f"halving must be true, false or async, got {settings.halving!r}",
         ),
         (0 < settings.keep < 1, f"keep must be in (0, 1), got {settings.keep}"),
         (

@@ -9,7 +9,7 @@ only when launching: Hydra imports this module on every app's start, so it impor
 
 # No `from __future__ import annotations` (see config.py).
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hydra.core.utils import JobReturn
@@ -39,3 +39,27 @@ class FusedLauncher(Launcher):
         from . import _core
 
         return _core.launch(self, job_overrides, initial_job_idx)
+
+    def can_stream(self) -> bool:
+        """Whether `launch_stream` can train jobs asked one at a time: not with halving=true or PBT,
+        which rank or copy members at one step. Raises ConfigError where the sweep's config cannot
+        train as the settings ask (before a sweeper asks any job)."""
+        if self.settings.halving not in (False, "async") or self.settings.pbt.interval:
+            return False
+        from . import _core
+
+        _core.check_stream(self)
+        return True
+
+    def launch_stream(
+        self,
+        next_overrides: Callable[[], Sequence[str] | None],
+        on_return: Callable[[int, JobReturn], None],
+        slots: int,
+        initial_job_idx: int,
+    ) -> Sequence[JobReturn]:
+        """Jobs asked as the rows of one slot pool of `slots` free (what sweeper_optuna uses: a trial
+        asked as soon as a row frees, told as soon as it ends); see `_core.launch_stream`."""
+        from . import _core
+
+        return _core.launch_stream(self, next_overrides, on_return, slots, initial_job_idx)

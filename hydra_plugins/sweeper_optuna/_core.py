@@ -2,10 +2,12 @@
 
     check the settings and parse the search space (bad input: one line, exit 2, nothing written)
     study = load or create the study in its storage (by default `<sweep dir>/optuna.journal`)
-    mark trials an interrupted attempt left running as failed; count the finished ones
+    count the finished trials; those an interrupted attempt left running are launched again first
     while the study has fewer than n_trials finished trials planned:
         ask n_jobs trials (the space's distributions, then custom_search_space), launch them as one batch
         tell each its outcome; log each failure in one line; past max_failure_rate, stop
+    (with the fused launcher: n_jobs trials train at once in one slot pool, a trial asked as soon as
+    one ends and told as soon as it ends)
     write optimization_results.yaml: the best params and value, or the Pareto front
 
 A job's outcome: `pruned` when its pruner stopped it (through sweeper.trial, or a raised
@@ -239,8 +241,10 @@ def _quote(value: Any) -> str:
 
 def sweep(sweeper: Any, arguments: list[str]) -> None:
     """Run the study (see the module's docstring); bad settings end it in one line, exit status 2."""
+    launcher = sweeper.launcher
     try:
         plan = Plan.of(sweeper, arguments)
+        streams = getattr(launcher, "can_stream", lambda: False)()  # its own checks, before the study
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -249,7 +253,7 @@ def sweep(sweeper: Any, arguments: list[str]) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")  # the sweep's record, as Hydra's sweepers keep it
     url = sweeper.storage or str(sweep_dir / JOURNAL)
-    study, finished = _open_study(sweeper, plan, url)
+    study, finished, pending = _open_study(sweeper, plan, url)
     to_go = plan.n_trials - finished
     log.info(
         "Optuna study %s in %s (%s, %s): %d finished trials, %d to run (n_trials=%d)",
@@ -261,11 +265,20 @@ def sweep(sweeper: Any, arguments: list[str]) -> None:
         max(to_go, 0),
         plan.n_trials,
     )
+
+    def next_trial() -> Any:  # the trials an interrupted attempt left running first: they resume
+        return pending.pop(0) if pending else _ask(study, plan, config)
+
+    def overrides(trial: Any) -> list[str]:
+        return plan.space.overrides(trial) + _trial_overrides(sweeper, url, study, trial)
+
+    if to_go > 0 and streams:
+        _stream(launcher, study, plan, sweeper, to_go, next_trial, overrides)
+        to_go = 0
     job_idx = 0
     while to_go > 0:
-        trials = [_ask(study, plan, config) for _ in range(min(sweeper.n_jobs, to_go))]
-        batch = [plan.space.overrides(t) + _trial_overrides(sweeper, url, study, t) for t in trials]
-        returns = sweeper.launcher.launch(batch, initial_job_idx=job_idx)
+        trials = [next_trial() for _ in range(min(sweeper.n_jobs, to_go))]
+        returns = launcher.launch([overrides(t) for t in trials], initial_job_idx=job_idx)
         failed = [r for t, r in zip(trials, returns, strict=True) if not _tell(study, t, r, plan)]
         if failed and len(failed) / len(returns) > sweeper.max_failure_rate:
             _stop(len(failed), len(returns), sweeper.max_failure_rate, failed)
@@ -274,8 +287,41 @@ def sweep(sweeper: Any, arguments: list[str]) -> None:
     _write_results(study, sweep_dir / RESULTS)
 
 
-def _open_study(sweeper: Any, plan: Plan, url: str) -> tuple[Any, int]:
-    """The study (created or continued) and how many finished trials it has."""
+def _stream(
+    launcher: Any,
+    study: Any,
+    plan: Plan,
+    sweeper: Any,
+    to_go: int,
+    next_trial: Callable[[], Any],
+    overrides: Callable[[Any], list[str]],
+) -> None:
+    """`to_go` trials through a launcher that keeps `n_jobs` of them training at once (the fused
+    launcher's slot pool): a trial asked as soon as one ends, told as soon as it ends. Past
+    max_failure_rate (of the trials told so far) no more are asked, and the sweep stops once those
+    training have ended."""
+    trials: list[Any] = []
+    failed: list[JobReturn] = []
+
+    def next_overrides() -> list[str] | None:
+        too_many = failed and len(failed) / len(trials) > sweeper.max_failure_rate
+        if len(trials) >= to_go or too_many:
+            return None
+        trials.append(next_trial())
+        return overrides(trials[-1])
+
+    def on_return(k: int, result: JobReturn) -> None:
+        if not _tell(study, trials[k], result, plan):
+            failed.append(result)
+
+    launcher.launch_stream(next_overrides, on_return, slots=sweeper.n_jobs, initial_job_idx=0)
+    if failed and len(failed) / len(trials) > sweeper.max_failure_rate:
+        _stop(len(failed), len(trials), sweeper.max_failure_rate, failed)
+
+
+def _open_study(sweeper: Any, plan: Plan, url: str) -> tuple[Any, int, list[Any]]:
+    """The study (created or continued), how many finished trials it has, and the trials an
+    interrupted attempt left running (their jobs resume from their checkpoints, then they are told)."""
     store = storage(url)
     name = sweeper.study_name
     if name is None:  # the study this storage already holds, if it holds just one
@@ -285,10 +331,6 @@ def _open_study(sweeper: Any, plan: Plan, url: str) -> tuple[Any, int]:
     if name is not None and name in optuna.get_all_study_names(store):
         existing = optuna.load_study(study_name=name, storage=store)
         earlier = existing.get_trials(deepcopy=False)
-        for trial in earlier:
-            if trial.state == TrialState.RUNNING:  # cut off by an interruption
-                existing.tell(trial.number, state=TrialState.FAIL)
-                log.info("trial %d was cut off by an interruption: marked failed", trial.number)
     study = optuna.create_study(
         study_name=name,
         storage=store,
@@ -298,7 +340,10 @@ def _open_study(sweeper: Any, plan: Plan, url: str) -> tuple[Any, int]:
         load_if_exists=True,
     )
     study.set_user_attr(PRUNER_ATTR, plan.pruner)  # the jobs judge their trials with the same pruner
-    return study, len(study.get_trials(deepcopy=False, states=FINISHED))
+    pending = [t for t in earlier if t.state == TrialState.RUNNING]  # cut off by an interruption
+    for trial in pending:
+        log.info("trial %d was cut off by an interruption: its job runs again, and resumes", trial.number)
+    return study, len(study.get_trials(deepcopy=False, states=FINISHED)), pending
 
 
 def _ask(study: Any, plan: Plan, config: Any) -> Any:
@@ -337,7 +382,7 @@ def _tell(study: Any, trial: Any, result: JobReturn, plan: Plan) -> bool:
     """Tell the study how the job of `trial` ended; False (and a line in the log) when it failed."""
     state, values, error = _outcome(study, trial, result, len(plan.directions))
     try:
-        study.tell(trial, values, state=state)
+        study.tell(trial.number, values, state=state)
     except RuntimeError:
         # GridSampler stops the study once its grid is done, through Study.stop, which tell refuses.
         if plan.grid is None:

@@ -63,13 +63,15 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
     finished = [i for i, job in enumerate(jobs) if finished_metrics(job.output_dir) is not None]
     fusable = [i for i, job in enumerate(jobs) if i not in finished and fused_core.is_fusable(job)]
     cfg_dicts = [jobs[i].cfg_dict for i in fusable]
-    max_batch = settings.max_batch or max(len(fusable), 1)  # null: the job splits by its own memory
+    # Configs per job: per_job (a slot pool of max_batch rows in each job), else max_batch; null: all of
+    # a fuse key, which the job splits by its own memory.
+    max_batch = launcher.per_job or settings.max_batch or max(len(fusable), 1)
     groups = [
         [fusable[i] for i in g]
         for g in fused.plan(cfg_dicts, pad_hidden=settings.hidden == "pad", max_batch=max_batch)
     ]
     cfgs = [jobs[i].task_cfg for i in fusable]
-    halving, pbt = fused_core.controllers(settings, cfgs)
+    halving, pbt = fused_core.controllers(settings, cfgs, launcher.config.hydra.sweep.dir)
     fused.check_group(cfgs, halving=halving, pbt=pbt)
     if pbt and len(groups) > 1:
         raise ConfigError(

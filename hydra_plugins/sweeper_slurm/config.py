@@ -42,6 +42,9 @@ if SlurmQueueConf is not None:
         """A fused group of up to `max_batch` configs per SLURM job (see fused_slurm_launcher.py)."""
 
         _target_: str = "hydra_plugins.sweeper_slurm.fused_slurm_launcher.SweeperFusedSlurmLauncher"
+        # Configs handed to each SLURM job; null: max_batch (one program each). More than max_batch:
+        # the job trains them as a slot pool of max_batch rows that the waiting ones keep full.
+        per_job: int | None = None
 
     ConfigStore.instance().store(
         group="hydra/launcher", name="sweeper_fused_slurm", node=SweeperFusedSlurmConf, provider="sweeper"

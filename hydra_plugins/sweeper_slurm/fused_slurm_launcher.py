@@ -31,8 +31,13 @@ if SlurmLauncher is not None:  # without hydra-submitit-launcher it defines noth
         """The SLURM launcher's keys, and the fused launcher's (`max_batch`, `hidden`, `halving`,
         `keep`, `rungs`, `pbt`, `devices`), which stay out of sbatch's parameters."""
 
-        def __init__(self, **params: Any) -> None:
+        def __init__(self, per_job: int | None = None, **params: Any) -> None:
             self.settings = fused_settings(**{k: params.pop(k) for k in FUSED_KEYS if k in params})
+            if per_job is not None and per_job < 1:
+                from sweeper.config import ConfigError
+
+                raise ConfigError(f"hydra.launcher.per_job must be >= 1 or null (max_batch), got {per_job}")
+            self.per_job = per_job
             super().__init__(**params)
             self.device_data: dict = {}  # datasets on the device, within one SLURM job
 
