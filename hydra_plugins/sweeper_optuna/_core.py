@@ -314,7 +314,7 @@ def _stream(
         if not _tell(study, trials[k], result, plan):
             failed.append(result)
 
-    launcher.launch_stream(next_overrides, on_return, slots=sweeper.n_jobs, initial_job_idx=0)
+    launcher.launch_stream(next_overrides, on_return, slots=min(sweeper.n_jobs, to_go), initial_job_idx=0)
     if failed and len(failed) / len(trials) > sweeper.max_failure_rate:
         _stop(len(failed), len(trials), sweeper.max_failure_rate, failed)
 
