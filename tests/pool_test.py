@@ -16,17 +16,24 @@ from fused_test import assert_same_run, cfg_of
 from sweeper import fused, train
 from sweeper.controllers import AsyncHalving
 
-# Two slots, six configs of one width. lr=100 diverges at its step 50, so rows free at staggered
-# steps: B ends at 50 (C joins), A at 200 (F joins), C at 250 (D joins), D at 300 (E joins at 300).
+# Four slots, twelve configs of one width. lr=100 diverges at its step 50, so rows free at staggered
+# steps and configs join at program steps 50, 100, 200, 250 and 300 (L, which ends at 500).
 POOL = {
     "A": ("lr=0.001",),
     "B": ("lr=100",),
     "C": ("lr=0.002",),
-    "F": ("lr=0.002", "seed=1"),
     "D": ("lr=100", "reg=1.0"),
     "E": ("lr=0.001", "reg=1.0"),
+    "F": ("lr=100", "seed=1"),
+    "G": ("lr=0.002", "seed=1"),
+    "H": ("lr=100", "reg=1.0", "seed=1"),
+    "I": ("lr=0.001", "seed=1"),
+    "J": ("lr=0.003",),
+    "K": ("lr=100", "reg=0.5"),
+    "L": ("lr=0.002", "reg=1.0"),
 }
-JOINED = {"A": 0, "B": 0, "C": 50, "F": 200, "D": 250, "E": 300}
+JOINED = {"A": 0, "B": 0, "C": 0, "D": 0, "E": 50, "F": 50, "G": 100, "H": 200, "I": 200, "J": 250}
+JOINED |= {"K": 250, "L": 300}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +53,7 @@ def test_configs_through_a_slot_pool_end_as_they_end_alone_whenever_they_joined(
         got = fused.train_group(
             cfgs,
             workdirs,
-            max_batch=2,
+            max_batch=4,
             log_files=[w / "run.log" for w in workdirs],
             on_end=lambda i, m: ended.append(list(POOL)[i]),
         )
@@ -57,17 +64,17 @@ def test_configs_through_a_slot_pool_end_as_they_end_alone_whenever_they_joined(
         else:
             assert_same_run(metrics, expected, workdir, expected_dir, 200)
         pool = metrics["timings"]["pool"]
-        assert (pool["joined"], pool["slots"], pool["id"]) == (JOINED[name], 2, 0), name
+        assert (pool["joined"], pool["slots"], pool["id"]) == (JOINED[name], 4, 0), name
         assert pool["left"] == JOINED[name] + metrics["steps"], name
-        assert (
-            f"in slot pool 0 (2 slots) from program step {JOINED[name]}" in (workdir / "run.log").read_text()
-        )
-    assert ended == ["B", "A", "C", "D", "F", "E"]  # as they finished, each once
-    # 1000 member-steps (A, C, F, E: 200 each; B, D: 50 each... of 2 slots over 500 program steps).
+        log = (workdir / "run.log").read_text()
+        assert f"in slot pool 0 (4 slots) from program step {JOINED[name]}" in log, name
+    assert sorted(ended) == sorted(POOL)  # each once, as it finished
+    left = {name: m["timings"]["pool"]["left"] for name, m in zip(POOL, got, strict=True)}
+    assert [left[name] for name in ended] == sorted(left.values())
     member_steps = sum(m["steps"] for m in got)
-    assert member_steps == 4 * 200 + 2 * 50
+    assert member_steps == 7 * 200 + 5 * 50
     done = next(r.message for r in caplog.records if r.message.startswith("slot pool 0 done"))
-    assert f"500 program steps, slot occupancy {member_steps / (2 * 500):.2f}" in done
+    assert f"12 jobs, 500 program steps, slot occupancy {member_steps / (4 * 500):.2f}" in done
 
 
 @pytest.mark.slow

@@ -135,7 +135,7 @@ def launch_stream(
             while len(out) < free and (overrides := next_overrides()) is not None:
                 job = compose_job(launcher, list(overrides), initial_job_idx + len(jobs))
                 jobs.append(job)
-                if _accept(job, held) and fused_key(job) == (key or [fused_key(job)])[0]:
+                if _accept(job, held) and (not key or fused_key(job) == key[0]):
                     key[:] = [fused_key(job)]
                     _write_record(job)
                     pooled.append(job)
