@@ -588,11 +588,17 @@ def test_the_fused_launcher_submits_hydras_sbatch_script_with_a_group_per_task(t
         ),
         (["lr=0.001,0.002", "hydra.launcher.hidden=wide"], "error: hydra.launcher.hidden must be auto,"),
         (
+            ["lr=0.001,0.002,0.003", "hydra.launcher.pbt.interval=50", "hydra.launcher.max_batch=2"]
+            + ["hydra.launcher.per_job=3"],
+            "error: hydra.launcher.pbt copies members within one program, which a slot pool is not: "
+            "hydra.launcher.per_job (3) must not exceed max_batch (2)",
+        ),
+        (
             ["lr=0.001,0.002", "hydra.launcher.halving=true", "data.val_size=0"],
             "error: hydra.launcher.halving ranks jobs by val accuracy: it needs data.val_size > 0",
         ),
     ],
-    ids=["pbt_across_groups", "devices", "hidden", "halving_without_val"],
+    ids=["pbt_across_groups", "devices", "hidden", "pbt_in_a_pool", "halving_without_val"],
 )
 def test_bad_fused_slurm_settings_are_one_line_errors_before_anything_is_submitted(tmp_path, overrides, says):
     env = fake_slurm(tmp_path)  # an sbatch that would accept: nothing must reach it

@@ -73,6 +73,11 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
     cfgs = [jobs[i].task_cfg for i in fusable]
     halving, pbt = fused_core.controllers(settings, cfgs, launcher.config.hydra.sweep.dir)
     fused.check_group(cfgs, halving=halving, pbt=pbt)
+    if pbt and launcher.per_job and settings.max_batch and launcher.per_job > settings.max_batch:
+        raise ConfigError(
+            "hydra.launcher.pbt copies members within one program, which a slot pool is not: "
+            f"hydra.launcher.per_job ({launcher.per_job}) must not exceed max_batch ({settings.max_batch})"
+        )
     if pbt and len(groups) > 1:
         raise ConfigError(
             f"hydra.launcher.pbt copies members within one SLURM job: its {len(fusable)} configs need "
