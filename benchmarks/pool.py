@@ -30,6 +30,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench import machine_info, publish  # noqa: E402
 
+from sweeper.summary import pool_usage  # noqa: E402
+
 
 def methods(trials: int) -> dict[str, list[str]]:
     optuna = ["sweep=optuna", f"hydra.sweeper.n_trials={trials}"]
@@ -57,18 +59,10 @@ def methods(trials: int) -> dict[str, list[str]]:
 
 def occupancy(jobs: list[dict]) -> float | None:
     """Member-steps trained over slot-steps, over every pool of the sweep (None without one)."""
-    pools: dict[tuple, list[dict]] = {}
-    for metrics in jobs:
-        if pool := metrics.get("timings", {}).get("pool"):
-            pools.setdefault((pool["id"], pool["slots"]), []).append(pool)
+    pools = pool_usage(jobs)
     if not pools:
         return None
-    trained = sum(m["left"] - m["joined"] for members in pools.values() for m in members)
-    capacity = sum(
-        slots * (max(m["left"] for m in ms) - min(m["joined"] for m in ms))
-        for (_, slots), ms in pools.items()
-    )
-    return trained / capacity
+    return sum(p.trained for p in pools) / sum(p.slots * p.program_steps for p in pools)
 
 
 def run(args: list[str], sweep_dir: Path, data_root: str, steps: int, cache: Path) -> dict:

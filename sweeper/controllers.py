@@ -53,13 +53,13 @@ class ScheduleReplay(Controller):
             program.follow_histories()  # each member at its own step
 
 
-@dataclass(frozen=True)
-class Halving(Controller):
-    """Successive halving: at each step in `rungs`, the best `keep` fraction of the members still
-    training (by validation accuracy, across all programs) go on; the others end `pruned`."""
+class Rungs(Controller):
+    """What both kinds of successive halving share: stops and checkpoints at `rungs` (survivors too: a
+    resumed sweep must not judge them again), and the best `keep` fraction, rounded up, goes on."""
 
     rungs: tuple[int, ...]
     keep: float
+    kind = "successive halving"
 
     def survivors(self, candidates: int) -> int:
         return max(1, math.ceil(self.keep * candidates))
@@ -68,11 +68,20 @@ class Halving(Controller):
         return {r for r in self.rungs if 0 < r < max_steps}
 
     def checkpoint_at(self, step: int) -> bool:
-        return step in self.rungs  # survivors too: a resumed sweep must not cut them again
+        return step in self.rungs
 
     def start(self, programs: list) -> None:
         if rungs := sorted(self.stops(programs[0].members[0].cfg.max_steps)):
-            log.info("successive halving at steps %s keeping %g", rungs, self.keep)
+            log.info("%s at steps %s keeping %g", self.kind, rungs, self.keep)
+
+
+@dataclass(frozen=True)
+class Halving(Rungs):
+    """Successive halving: at each step in `rungs`, the best `keep` fraction of the members still
+    training (by validation accuracy, across all programs) go on; the others end `pruned`."""
+
+    rungs: tuple[int, ...]
+    keep: float
 
     def act(self, engine: Engine, step: int) -> None:
         if step not in self.rungs:
@@ -98,7 +107,7 @@ class Halving(Controller):
 
 
 @dataclass
-class AsyncHalving(Controller):
+class AsyncHalving(Rungs):
     """Asynchronous successive halving (Li et al., 2018, ASHA): a member that reaches a step in `rungs`
     goes on if its validation accuracy is in the best `keep` fraction (rounded up) of every member that
     has reached that rung so far, itself included, and ends `pruned` otherwise; no member waits for a rung
@@ -111,19 +120,7 @@ class AsyncHalving(Controller):
     keep: float
     rung_file: Path | None = None
     reached: dict[int, dict[str, float]] = field(default_factory=dict)  # rung: {job: val accuracy}
-
-    def stops(self, max_steps: int) -> set[int]:
-        return {r for r in self.rungs if 0 < r < max_steps}
-
-    def checkpoint_at(self, step: int) -> bool:
-        return step in self.rungs  # promoted ones too: a resumed sweep must not judge them again
-
-    def start(self, programs: list) -> None:
-        if rungs := sorted(self.stops(programs[0].members[0].cfg.max_steps)):
-            log.info("asynchronous successive halving at steps %s keeping %g", rungs, self.keep)
-
-    def survivors(self, candidates: int) -> int:
-        return max(1, math.ceil(self.keep * candidates))
+    kind = "asynchronous successive halving"
 
     def act(self, engine: Engine, step: int) -> None:
         arrivals: dict[int, list[tuple[Program, int]]] = {}

@@ -174,7 +174,6 @@ def train_group(
     ]
     index = {record.workdir: i for i, record in enumerate(records)}
     cfg_dicts = [r.cfg_dict for r in records]
-    groups = plan(cfg_dicts, pad_hidden=hidden == "pad", max_batch=max_batch, devices=placement.count)
     members: list[Member] = []
 
     def ended(member: Member) -> None:
@@ -184,12 +183,16 @@ def train_group(
     datasets = _DeviceData(device_data)
     controllers = [c for c in (halving, pbt) if c is not None]
     lockstep = isinstance(halving, Halving) or pbt is not None  # they rank or copy members at one step
-    pools: list[list[int]] = []
-    if max_batch and not lockstep:  # more configs of one fuse key than slots: a slot pool
-        by_key = plan(cfg_dicts, pad_hidden=hidden == "pad", max_batch=len(cfgs), devices=placement.count)
-        pools = [g for g in by_key if len(g) > max_batch]
-        pooled = {i for g in pools for i in g}
-        groups = [g for g in groups if not pooled.intersection(g)]
+    # A fuse key with more configs than max_batch is a slot pool of max_batch rows, unless lockstep.
+    pooling = bool(max_batch) and not lockstep
+    groups = plan(
+        cfg_dicts,
+        pad_hidden=hidden == "pad",
+        max_batch=len(cfgs) if pooling else max_batch,
+        devices=placement.count,
+    )
+    pools = [g for g in groups if pooling and len(g) > max_batch]
+    groups = [g for g in groups if g not in pools]
     try:
         for number, pool in enumerate(pools):
             members += _train_pool(

@@ -200,10 +200,7 @@ class Program:
         self.pool = pool  # the slot pool's number within its sweep, None for a program of fixed members
         self.step = members[0].start if step is None else step
         self.width = width or max(m.cfg.hidden for m in members)
-        self.padded = any(m.cfg.hidden < self.width for m in members)
-        self.graphdef, _ = model.abstract(self.width)
-        make_optimizer = train_step.optimizer_factory(members[0].cfg.optimizer)
-        self.segments = CompiledSegments(train_step.make_segment(self.graphdef, make_optimizer, stacked))
+        self.segments = CompiledSegments(self._segment())
         self.member_steps = self.slot_steps = 0  # trained by members, and the slots' capacity
         for m in members:
             m.offset = self.step - m.start
@@ -213,9 +210,20 @@ class Program:
             m.initial = None  # the program owns the state now
         self.hyper = self._hyper(self._unit_mask())
 
+    def _segment(self) -> Any:
+        """The jitted segment for the program's width (and its graphdef, set here)."""
+        self.graphdef, _ = model.abstract(self.width)
+        make_optimizer = train_step.optimizer_factory(self.members[0].cfg.optimizer)
+        return train_step.make_segment(self.graphdef, make_optimizer, self.stacked)
+
+    @property
+    def padded(self) -> bool:
+        """Whether a member is narrower than the program: its extra units are zero and masked."""
+        return any(m.cfg.hidden < self.width for m in self.members)
+
     def _unit_mask(self) -> np.ndarray | None:
         """Each member's own units among the program's width, where any member is narrower (else None)."""
-        if all(m.cfg.hidden == self.width for m in self.members):
+        if not self.padded:
             return None
         return np.stack([np.arange(self.width) < m.cfg.hidden for m in self.members]).astype(np.float32)
 
@@ -233,16 +241,13 @@ class Program:
         states = [jax.tree.map(lambda leaf, r=row: leaf[r], host) for row in range(len(self.members))]
         if (wider := max(m.cfg.hidden for m in members)) > self.width:  # padded to the new widest
             states = [model.resize(state, wider) for state in states]
-            self.width, self.padded = wider, True
-            self.graphdef, _ = model.abstract(wider)
-            make_optimizer = train_step.optimizer_factory(members[0].cfg.optimizer)
-            self.segments.recompile(train_step.make_segment(self.graphdef, make_optimizer, self.stacked))
+            self.width = wider
+            self.segments.recompile(self._segment())
         for m in members:
             m.offset = self.step - m.start
             states.append(model.resize(m.initial, self.width))
             m.initial = None
         self.members += members
-        self.padded = self.padded or any(m.cfg.hidden < self.width for m in members)
         self.state = _device_state(states, self.step, self.stacked, self.placement)
         self.hyper = self._hyper(self._unit_mask())
 

@@ -404,22 +404,47 @@ def notes(jobs: list[JobResult]) -> list[str]:
     return lines
 
 
-def pool_lines(jobs: list[JobResult]) -> list[str]:
-    """Each slot pool's occupancy: the steps its members trained over the steps its slots could have
-    (its last attempt's, from each member's `timings.pool`)."""
+@dataclass(frozen=True)
+class PoolUsage:
+    """How full a slot pool kept its rows: its members' `timings.pool` (their last attempt's)."""
+
+    number: int
+    slots: int
+    jobs: int
+    program_steps: int  # from the first member's joining to the last one's leaving
+    trained: int  # member-steps
+
+    @property
+    def occupancy(self) -> float:
+        """Member-steps trained over the slot-steps the pool ran."""
+        return self.trained / (self.slots * self.program_steps) if self.program_steps else 1.0
+
+
+def pool_usage(metrics: list[dict[str, Any]]) -> list[PoolUsage]:
+    """Each slot pool of these jobs' metrics.json, by number."""
     pools: dict[tuple, list[dict]] = {}
-    for job in jobs:
-        pool = ((job.metrics or {}).get("timings") or {}).get("pool")
-        if pool:
+    for m in metrics:
+        if pool := ((m or {}).get("timings") or {}).get("pool"):
             pools.setdefault((pool["id"], pool["slots"]), []).append(pool)
+    return [
+        PoolUsage(
+            number,
+            slots,
+            len(members),
+            max(m["left"] for m in members) - min(m["joined"] for m in members),
+            sum(m["left"] - m["joined"] for m in members),
+        )
+        for (number, slots), members in sorted(pools.items())
+    ]
+
+
+def pool_lines(jobs: list[JobResult]) -> list[str]:
+    """Each slot pool's occupancy, a line each."""
     lines = []
-    for (number, slots), members in sorted(pools.items()):
-        start, end = min(m["joined"] for m in members), max(m["left"] for m in members)
-        trained = sum(m["left"] - m["joined"] for m in members)
-        occupancy = trained / (slots * (end - start)) if end > start else 1.0
+    for pool in pool_usage([job.metrics for job in jobs]):
         lines += [
-            f"Slot pool {number}: {len(members)} jobs through {slots} slots over {end - start} program "
-            f"steps, slot occupancy {occupancy:.2f} (member-steps trained / slot-steps).",
+            f"Slot pool {pool.number}: {pool.jobs} jobs through {pool.slots} slots over {pool.program_steps} "
+            f"program steps, slot occupancy {pool.occupancy:.2f} (member-steps trained / slot-steps).",
             "",
         ]
     return lines

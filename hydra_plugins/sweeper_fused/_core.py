@@ -14,7 +14,7 @@ finished jobs, a group of one, or jobs whose fused training raised.
 import contextlib
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,13 +89,7 @@ def launch_jobs(launcher: Any, jobs: list[FusedJob]) -> list[JobReturn]:
             len(jobs) - len(fused_jobs),
         )
         if fused_jobs:
-            try:
-                _train(launcher, fused_jobs, "pad" if pad else "group", halving, pbt)
-            except signals.Interrupted as stopped:
-                stopped.resume_hint = (
-                    f"run the same command with hydra.sweep.dir={config.hydra.sweep.dir} to continue"
-                )
-                raise
+            _train(launcher, fused_jobs, "pad" if pad else "group", halving, pbt)
     for job in jobs:
         if job.result is None:  # not fused, or its fused training failed
             job.result = run_task(launcher, job, launcher.task_function)
@@ -122,7 +116,6 @@ def launch_stream(
     jobs: list[FusedJob] = []
     pooled: list[FusedJob] = []
     key: list[str] = []  # the pool's fuse key, once its first job is in
-    fmt = OmegaConf.select(config, "hydra.job_logging.formatters.simple.format", default=None)
 
     def returned(job: FusedJob, task: Any) -> None:
         job.result = run_task(launcher, job, task)
@@ -154,36 +147,22 @@ def launch_stream(
             return prefetched.pop() if prefetched else next_configs(free)
 
         def ended(i: int, metrics: dict[str, Any]) -> None:
-            pooled[i].lock.release()
-            returned(pooled[i], lambda _cfg, value=metrics["objective"]: value)
+            _finish(launcher, pooled[i], metrics)
+            on_return(pooled[i].idx - initial_job_idx, pooled[i].result)
 
-        try:
-            fused.train_stream(
-                source,
-                slots=slots,
-                halving=halving,
-                log_format=fmt or fused.LOG_FORMAT,
-                device_data=launcher.device_data,
-                on_end=ended,
-                devices=settings.devices,
-            )
-        except signals.Interrupted as stopped:
-            stopped.resume_hint = (
-                f"run the same command with hydra.sweep.dir={config.hydra.sweep.dir} to continue"
-            )
-            raise
-        except Exception as error:  # the jobs not done yet run one by one, each reporting its own error
-            left = [j for j in pooled if j.result is None]
-            log.warning(
-                "fused training failed (%s): running %d job(s) one by one", one_line(error), len(left)
-            )
-            if not isinstance(error, user_errors()):
-                log.warning("fused training failed", exc_info=True)
-            for job in left:
-                job.lock.release()
-            configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-            for job in left:
-                returned(job, launcher.task_function)
+        if first:
+            with _fused_training(launcher, pooled, first[0][0]):
+                fused.train_stream(
+                    source,
+                    slots=slots,
+                    halving=halving,
+                    log_format=_log_format(config),
+                    device_data=launcher.device_data,
+                    on_end=ended,
+                    devices=settings.devices,
+                )
+        for job in [j for j in pooled if j.result is None]:  # its fused training failed
+            returned(job, launcher.task_function)
     return [job.result for job in jobs]
 
 
@@ -301,17 +280,7 @@ def _train(
 ) -> None:
     for job in jobs:
         _write_record(job)
-    cfg = jobs[0].task_cfg
-    if cfg.jax_cache_dir:
-        enable_compilation_cache(cfg.jax_cache_dir)
-    fmt = OmegaConf.select(jobs[0].config, "hydra.job_logging.formatters.simple.format", default=None)
-
-    def ended(i: int, metrics: dict[str, Any]) -> None:
-        job = jobs[i]
-        job.lock.release()
-        job.result = run_task(launcher, job, lambda _cfg, value=metrics["objective"]: value)
-
-    try:
+    with _fused_training(launcher, jobs, jobs[0].task_cfg):
         fused.train_group(
             [j.task_cfg for j in jobs],
             [j.output_dir for j in jobs],
@@ -320,19 +289,49 @@ def _train(
             halving=halving,
             pbt=pbt,
             log_files=[j.log_file for j in jobs],
-            log_format=fmt or fused.LOG_FORMAT,
+            log_format=_log_format(jobs[0].config),
             device_data=launcher.device_data,
-            on_end=ended,
+            on_end=lambda i, metrics: _finish(launcher, jobs[i], metrics),
             devices=launcher.settings.devices,
         )
-    except Exception as error:  # the jobs not done yet run one by one, each reporting its own error
+
+
+@contextlib.contextmanager
+def _fused_training(launcher: Any, jobs: list[FusedJob], cfg: Any) -> Iterator[None]:
+    """Around the fused training of `jobs` (`cfg`: the first one's task config): its compile cache; a
+    stop signal says how to continue; an error leaves the jobs not done yet (their locks released) to
+    run one by one, each reporting its own error."""
+    config = launcher.config
+    if cfg.jax_cache_dir:
+        enable_compilation_cache(cfg.jax_cache_dir)
+    try:
+        yield
+    except signals.Interrupted as stopped:
+        stopped.resume_hint = (
+            f"run the same command with hydra.sweep.dir={config.hydra.sweep.dir} to continue"
+        )
+        raise
+    except Exception as error:
         left = [j for j in jobs if j.result is None]
         log.warning("fused training failed (%s): running %d job(s) one by one", one_line(error), len(left))
         if not isinstance(error, user_errors()):  # a bug: keep its traceback
             log.warning("fused training failed", exc_info=True)
         for job in left:
             job.lock.release()
-        configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+
+
+def _finish(launcher: Any, job: FusedJob, metrics: dict[str, Any]) -> None:
+    """A job whose fused training ended: unlocked, through run_job with the objective it reached."""
+    job.lock.release()
+    job.result = run_task(launcher, job, lambda _cfg, value=metrics["objective"]: value)
+
+
+def _log_format(config: DictConfig) -> str:
+    """The members' log line format: the app's job log format, else Hydra's."""
+    return OmegaConf.select(config, "hydra.job_logging.formatters.simple.format", default=None) or (
+        fused.LOG_FORMAT
+    )
 
 
 def run_task(launcher: Any, job: FusedJob, task: Any) -> JobReturn:

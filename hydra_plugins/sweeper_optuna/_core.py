@@ -280,7 +280,7 @@ def sweep(sweeper: Any, arguments: list[str]) -> None:
         trials = [next_trial() for _ in range(min(sweeper.n_jobs, to_go))]
         returns = launcher.launch([overrides(t) for t in trials], initial_job_idx=job_idx)
         failed = [r for t, r in zip(trials, returns, strict=True) if not _tell(study, t, r, plan)]
-        if failed and len(failed) / len(returns) > sweeper.max_failure_rate:
+        if _past_rate(failed, len(returns), sweeper.max_failure_rate):
             _stop(len(failed), len(returns), sweeper.max_failure_rate, failed)
         job_idx += len(trials)
         to_go -= len(trials)
@@ -304,8 +304,7 @@ def _stream(
     failed: list[JobReturn] = []
 
     def next_overrides() -> list[str] | None:
-        too_many = failed and len(failed) / len(trials) > sweeper.max_failure_rate
-        if len(trials) >= to_go or too_many:
+        if len(trials) >= to_go or _past_rate(failed, len(trials), sweeper.max_failure_rate):
             return None
         trials.append(next_trial())
         return overrides(trials[-1])
@@ -315,8 +314,13 @@ def _stream(
             failed.append(result)
 
     launcher.launch_stream(next_overrides, on_return, slots=min(sweeper.n_jobs, to_go), initial_job_idx=0)
-    if failed and len(failed) / len(trials) > sweeper.max_failure_rate:
+    if _past_rate(failed, len(trials), sweeper.max_failure_rate):
         _stop(len(failed), len(trials), sweeper.max_failure_rate, failed)
+
+
+def _past_rate(failed: list[JobReturn], told: int, rate: float) -> bool:
+    """Whether the failed trials are more than `rate` of the `told` ones."""
+    return bool(failed) and len(failed) / told > rate
 
 
 def _open_study(sweeper: Any, plan: Plan, url: str) -> tuple[Any, int, list[Any]]:
