@@ -242,7 +242,9 @@ def job_name(task_overrides: Any, sweep_dir: str | None = None) -> str:
 
 def _check_same_job(folder: Path, overrides: list[str]) -> None:
     record = folder / ".hydra" / "overrides.yaml"
-    if not record.is_file():
+    # An empty record is one a kill cut off while Hydra wrote it (a job that resumes, such as an Optuna
+    # trial left running): it says nothing about the job (a written one is never empty: `[]` at least).
+    if not record.is_file() or not record.read_text().strip():
         return
 
     def hyperparameters_of(items: Any) -> set[str]:

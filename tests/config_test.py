@@ -7,6 +7,7 @@ from conftest import compose_config, run_cli
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
+from sweeper import config
 from sweeper.config import ConfigError, validate
 
 
@@ -126,3 +127,16 @@ def test_offline_without_data_is_one_line_naming_where_to_put_it(tmp_path):
         "or point data.root at either"
     )
     assert f"{env_root}/cifar-10-batches-py" in line
+
+
+def test_a_job_folder_is_refused_for_other_overrides_but_not_for_a_record_cut_off_empty(tmp_path):
+    (tmp_path / config.MULTIRUN_RECORD).write_text(
+        "hydra: {sweeper: {params: null}, overrides: {task: ['lr=0.001,0.002']}}\n"
+    )
+    record = tmp_path / "lr=0.001" / ".hydra" / "overrides.yaml"
+    record.parent.mkdir(parents=True)
+    record.write_text("- lr=0.001\n- max_steps=100\n")
+    with pytest.raises(ConfigError, match="max_steps=100; now max_steps=200"):
+        config.job_name(["lr=0.001", "max_steps=200"], str(tmp_path))
+    record.write_text("")  # a kill while Hydra wrote it: the rerun resumes the job in its folder
+    assert config.job_name(["lr=0.001", "max_steps=200"], str(tmp_path)) == "lr=0.001"
