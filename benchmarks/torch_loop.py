@@ -18,7 +18,7 @@ from types import SimpleNamespace  # noqa: E402
 
 import torch  # noqa: E402
 
-from sweeper import data  # noqa: E402  (numpy only: the same cached CIFAR-10 loader)
+from sweeper.task import data  # noqa: E402  (numpy only: the same cached CIFAR-10 loader)
 
 
 def trunc_normal(fan_in: int, fan_out: int) -> torch.Tensor:

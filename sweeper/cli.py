@@ -22,10 +22,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sweeper import config, signals
 from sweeper.config import ConfigError, Mode, hyperparameters, validate
-from sweeper.data import DataError
-from sweeper.locks import JobLock
+from sweeper.record.writer import read_metrics
 from sweeper.status import Status
-from sweeper.writer import read_metrics
+from sweeper.sweep.locks import JobLock
+from sweeper.task.data import DataError
 
 log = logging.getLogger(__name__)
 config.register()
@@ -33,7 +33,7 @@ config.register()
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input; anything else is a bug and keeps its traceback."""
-    from sweeper.checkpoint import CheckpointError  # imports JAX: only once an error is being handled
+    from sweeper.record.checkpoint import CheckpointError  # imports JAX: only once an error is being handled
 
     return ConfigError, DataError, CheckpointError, HydraException, OmegaConfBaseException
 
@@ -91,7 +91,7 @@ def sweep_job(cfg: Any, workdir: Path) -> float:
             return _run(cfg, workdir)
         except Exception as error:
             log.exception("job crashed")
-            from sweeper.writer import record_crash
+            from sweeper.record.writer import record_crash
 
             cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
             record_crash(workdir, hyperparameters(cfg_dict), one_line(error), time.perf_counter() - started)

@@ -123,7 +123,7 @@ class ScheduleChange:
 @dataclass
 class TrialConfig:
     """Set by the Optuna sweeper on each job of a study that prunes, never by hand: where the job
-    reports its validation accuracy (sweeper.pruning)."""
+    reports its validation accuracy (sweeper.train.pruning)."""
 
     storage: str | None = None
     study_name: str | None = None

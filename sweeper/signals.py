@@ -3,7 +3,7 @@
 Clusters send these before they take a job away: SLURM sends SIGTERM on `scontrol requeue`, at a time
 limit and on preemption, and the signal that `#SBATCH --signal` names (submitit: SIGUSR2) ahead of a
 time limit. Inside `graceful_stop()` such a signal only sets a flag; the training loop looks at it at
-the end of every segment (sweeper.engine), checkpoints every run still training at the step it
+the end of every segment (sweeper.train.engine), checkpoints every run still training at the step it
 reached, records it `interrupted`, and raises `Interrupted`. A second signal stops at once. A handler
 that was installed before (submitit's, which requeues the job) is called after the checkpoint.
 """

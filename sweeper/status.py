@@ -14,7 +14,7 @@ class Status(str, enum.Enum):
     CRASHED = "crashed"  # raised an error: recorded, retried by a rerun
     INTERRUPTED = "interrupted"  # stopped by a signal after a checkpoint: a rerun resumes it
     # Only in the summary, for job folders without a metrics.json:
-    RUNNING = "running"  # a process holds its lock (sweeper.locks) now
+    RUNNING = "running"  # a process holds its lock (sweeper.sweep.locks) now
     UNFINISHED = "unfinished"  # started (it has checkpoints or events), killed before it could record
     NOT_STARTED = "not started"  # its folder and config exist, nothing else yet
 

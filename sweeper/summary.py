@@ -30,9 +30,9 @@ from sweeper.config import (
     override_key,
     sweep_overrides,
 )
-from sweeper.locks import is_locked
+from sweeper.record.writer import METRIC_TAGS, METRICS_FILE, read_metrics, write_sweep_run
 from sweeper.status import Status
-from sweeper.writer import METRIC_TAGS, METRICS_FILE, read_metrics, write_sweep_run
+from sweeper.sweep.locks import is_locked
 
 SEED_KEY = "seed"
 # The sweep's own TensorBoard run, a folder beside the job folders (each job's folder is its run). No `=`

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from conftest import FAST, ROOT, compose_config, results
 
-from sweeper import checkpoint, train, train_step
-from sweeper.checkpoint import CheckpointError
+from sweeper import train
+from sweeper.record import checkpoint
+from sweeper.record.checkpoint import CheckpointError
+from sweeper.task import train_step
 
 PLAIN = (dict, list, str, int, float, bool, type(None), np.ndarray)
 

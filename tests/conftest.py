@@ -46,7 +46,7 @@ FAST = [
 def shared_compilation_cache(tmp_path_factory):
     """One JAX compilation cache for the whole session, this process and every `run.py` it starts: the
     tests train the same few shapes over and over, and each compiles once (never into the user's cache)."""
-    from sweeper.train import enable_compilation_cache
+    from sweeper.train.run import enable_compilation_cache
 
     cache = tmp_path_factory.mktemp("jax-cache")
     os.environ["SWEEPER_JAX_CACHE"] = str(cache)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import official_pickle, official_tarball, write_folder, write_tarball
 
-from sweeper import data
-from sweeper.data import DataError
+from sweeper.task import data
+from sweeper.task.data import DataError
 
 UNREACHABLE = "http://127.0.0.1:9/cifar-10-python.tar.gz"  # discard port: refused at once
 

@@ -1,4 +1,4 @@
-"""A fused program over several local devices (sweeper.devices) trains every member as on one device.
+"""A fused program over several local devices (sweeper.train.devices) trains every member as on one device.
 
 Four CPU devices are forced in a child process (tests/multi_device.py), with JAX's
 `--xla_force_host_platform_device_count`; on two cores that is about correctness, not speed.

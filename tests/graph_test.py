@@ -8,8 +8,9 @@ import pytest
 from conftest import FAST, compose_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sweeper import fused, train
-from sweeper.writer import GRAPH_SUFFIX
+from sweeper import train
+from sweeper.record.writer import GRAPH_SUFFIX
+from sweeper.train import fused
 
 BATCH, HIDDEN = 100, 32  # FAST's batch_size and hidden
 

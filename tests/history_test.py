@@ -1,10 +1,10 @@
-"""A run's history (sweeper.history): what a replay, a resume and the summary read back."""
+"""A run's history (sweeper.train.history): what a replay, a resume and the summary read back."""
 
 from __future__ import annotations
 
 from conftest import FAST, compose_config
 
-from sweeper.history import Change, Copy, History
+from sweeper.train.history import Change, Copy, History
 
 
 def test_a_config_schedule_becomes_changes_from_step_zero():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sweeper import data, model, train_step
+from sweeper.task import data, model, train_step
 
 # A normal truncated at +-2 sigma without variance correction keeps this fraction of its stddev.
 TRUNCATED_STD = 0.8796

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from conftest import FAST, compose_config
 
-from sweeper import fused
-from sweeper.controllers import Halving, PopulationBasedTraining
+from sweeper.train import fused
+from sweeper.train.controllers import Halving, PopulationBasedTraining
 
 # Eight configs: two widths (padded into one program), two learning rates, two data orders.
 GRID = [(f"hidden={h}", f"lr={lr}", f"seed={s}") for h in (16, 32) for lr in (0.001, 0.003) for s in (0, 1)]

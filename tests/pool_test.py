@@ -1,4 +1,4 @@
-"""Slot pools: a fused program of K slots that the waiting configs keep full (sweeper.fused, engine).
+"""Slot pools: a fused program of K slots that the waiting configs keep full (sweeper.train.fused, engine).
 
 Members that end (finished, diverged) free their rows at a segment boundary; the next configs take
 them there, each from its own step 0, while the others go on. Every config must end where it ends alone.
@@ -13,8 +13,9 @@ import pytest
 from conftest import FAST, job_metrics, kill_when, killed_and_rerun, results, run_cli
 from fused_test import assert_same_run, cfg_of
 
-from sweeper import fused, train
-from sweeper.controllers import AsyncHalving
+from sweeper import train
+from sweeper.train import fused
+from sweeper.train.controllers import AsyncHalving
 
 # Four slots, twelve configs of one width. lr=100 diverges at its step 50, so rows free at staggered
 # steps and configs join at program steps 50, 100, 200, 250 and 300 (L, which ends at 500).
@@ -49,7 +50,7 @@ def test_configs_through_a_slot_pool_end_as_they_end_alone_whenever_they_joined(
     cfgs = [cfg_of("hidden=16", *overrides) for overrides in POOL.values()]
     workdirs = [tmp_path / name for name in POOL]
     ended = []
-    with caplog.at_level("INFO", logger="sweeper.fused"):
+    with caplog.at_level("INFO", logger="sweeper.train.fused"):
         got = fused.train_group(
             cfgs,
             workdirs,

@@ -15,7 +15,9 @@ import pytest
 from conftest import FAST, ROOT, compose_config, job_metrics, results, run_cli
 from omegaconf import OmegaConf
 
-from sweeper import checkpoint, fused, memory, train
+from sweeper import memory, train
+from sweeper.record import checkpoint
+from sweeper.train import fused
 
 RUN = [*FAST, "histograms=false", "max_steps=1000"]
 

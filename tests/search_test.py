@@ -11,8 +11,10 @@ from conftest import FAST, compose_config, job_metrics, killed_and_rerun, result
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from sweeper import checkpoint, fused, summary, train
-from sweeper.controllers import Halving, PopulationBasedTraining
+from sweeper import summary, train
+from sweeper.record import checkpoint
+from sweeper.train import fused
+from sweeper.train.controllers import Halving, PopulationBasedTraining
 from sweeper.trial import storage
 
 ACCURACY_TOL, LOSS_RTOL = 0.01, 1e-4  # as fused_test: vmapped sums may differ in the last bits
@@ -83,7 +85,7 @@ def fused_val(payload: dict, workdir: Path) -> float:
     """The val accuracy of a checkpoint's parameters, on the data of the config it holds."""
     from omegaconf import OmegaConf
 
-    from sweeper import data, model, train_step
+    from sweeper.task import data, model, train_step
 
     graphdef, template = model.abstract(model.hidden_size(payload["params"]))
     params = checkpoint.restore_params(payload, template, workdir)

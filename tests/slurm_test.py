@@ -90,7 +90,7 @@ def checkpoint_steps(job_folder: Path) -> list[int]:
 
 
 def flat_params(job_folder: Path, step: int) -> dict[str, np.ndarray]:
-    from sweeper import checkpoint
+    from sweeper.record import checkpoint
 
     def flatten(tree, prefix=""):
         if isinstance(tree, dict):

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
 from sweeper import config, summary
+from sweeper.record.writer import RunWriter, read_metrics, write_metrics
 from sweeper.status import Status
-from sweeper.writer import RunWriter, read_metrics, write_metrics
 
 FIXED = ["data=synthetic", "max_steps=100"]  # what every job shares
 GRID_LRS = ["0.0001", "0.0002", "0.0005", "0.001", "0.002", "0.005", "0.01", "0.02", "0.05"]

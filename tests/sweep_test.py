@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import FAST, ROOT, kill_when, results, run_cli, tensorboard_server
 
-from sweeper import checkpoint, summary
+from sweeper import summary
+from sweeper.record import checkpoint
 
 pytestmark = pytest.mark.slow
 SWEEP = [*FAST, "max_steps=100"]

@@ -10,7 +10,7 @@ import pytest
 from conftest import FAST, run_cli, tensorboard_server
 
 from sweeper import summary
-from sweeper.writer import MISSING_ACCURACY, MISSING_LOSS
+from sweeper.record.writer import MISSING_ACCURACY, MISSING_LOSS
 
 pytestmark = pytest.mark.slow
 METRICS = {"accuracy/val": "val_accuracy", "accuracy/test": "test_accuracy"}

@@ -10,8 +10,9 @@ from conftest import FAST, compose_config, results, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from sweeper import checkpoint, train
-from sweeper.writer import RunWriter
+from sweeper import train
+from sweeper.record import checkpoint
+from sweeper.record.writer import RunWriter
 
 
 @pytest.fixture(scope="module")

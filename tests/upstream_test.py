@@ -1,4 +1,4 @@
-"""The upstream details sweeper relies on (sweeper/upstream.py), checked against the installed versions.
+"""The upstream details sweeper relies on (sweeper/sweep/upstream.py), checked against the installed versions.
 
 Each test names the adapter it guards, so that an upgrade of Hydra, hydra-submitit-launcher, submitit
 or tensorboardX that changes one fails here, saying which, instead of in a sweep. The public routes
@@ -19,9 +19,9 @@ from hydra.types import HydraContext
 from omegaconf import OmegaConf
 from slurm.fake import fake_slurm, launch
 
-from sweeper import upstream
-from sweeper.callbacks import count_jobs
 from sweeper.config import sweep_overrides
+from sweeper.sweep import upstream
+from sweeper.sweep.callbacks import count_jobs
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
@@ -29,7 +29,7 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 def test_submitit_launch_submits_with_replaces_only_the_submission_and_wait_of_upstreams_launch(tmp_path):
     env = fake_slurm(tmp_path, sbatch_ok=True)
     answer = launch("upstream-waited", tmp_path / "sweep", env)
-    where = "sweeper.upstream.submitit_launch_submits_with no longer takes over upstream's submission"
+    where = "sweeper.sweep.upstream.submitit_launch_submits_with no longer takes over upstream's submission"
     assert answer["error"] is None, f"{where}: {answer['error']}"
     assert answer["waited"] == ["42_0", "42_1"], f"{where}: its wait was given {answer['waited']}"
     returned = [(r["overrides"], r["value"]) for r in answer["returns"]]
@@ -54,7 +54,7 @@ def test_multirun_callbacks_is_the_list_hydra_notifies_last_first_at_the_end():
     try:
         from hydra._internal.callbacks import Callbacks
     except ImportError as error:
-        pytest.fail(f"Hydra moved its Callbacks ({error}): check sweeper.upstream.multirun_callbacks")
+        pytest.fail(f"Hydra moved its Callbacks ({error}): check sweeper.sweep.upstream.multirun_callbacks")
     calls: list[str] = []
     config = OmegaConf.create({"hydra": {"callbacks": {}}})
     context = HydraContext(config_loader=None, callbacks=Callbacks(config))
@@ -64,7 +64,7 @@ def test_multirun_callbacks_is_the_list_hydra_notifies_last_first_at_the_end():
     context.callbacks.on_multirun_end(config=config)
     assert calls == ["from the config", "added by the launcher"], (
         "Hydra no longer notifies HydraContext.callbacks.callbacks in reverse at the multirun's end: "
-        f"check sweeper.upstream.multirun_callbacks ({calls})"
+        f"check sweeper.sweep.upstream.multirun_callbacks ({calls})"
     )
     with pytest.raises(upstream.UpstreamChanged, match="multirun_callbacks needs updating"):
         upstream.multirun_callbacks(HydraContext(config_loader=None, callbacks=object()))
@@ -78,7 +78,7 @@ def test_failed_job_error_is_the_error_hydras_run_job_keeps(tmp_path):
         from hydra._internal.callbacks import Callbacks
         from hydra.core.utils import JobStatus, run_job
         from hydra.types import HydraContext
-        from sweeper.upstream import failed_job_error
+        from sweeper.sweep.upstream import failed_job_error
 
         def task(cfg):
             raise KeyError("from the task")
@@ -94,7 +94,7 @@ def test_failed_job_error_is_the_error_hydras_run_job_keeps(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "KeyError('from the task')", (
-        f"check sweeper.upstream.failed_job_error: {result.stdout}"
+        f"check sweeper.sweep.upstream.failed_job_error: {result.stdout}"
     )
     nothing = JobReturn(status=JobStatus.FAILED, _return_value=None)
     assert isinstance(upstream.failed_job_error(nothing), upstream.UpstreamChanged)
@@ -118,7 +118,9 @@ def test_count_jobs_counts_what_hydras_basic_sweeper_launches(params, task):
     try:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     except ImportError as error:
-        pytest.fail(f"Hydra moved its BasicSweeper ({error}): check that sweeper.callbacks.count_jobs agrees")
+        pytest.fail(
+            f"Hydra moved its BasicSweeper ({error}): check that sweeper.sweep.callbacks.count_jobs agrees"
+        )
     try:
         batches = BasicSweeper.split_arguments(sweep_overrides(config.hydra), None)
         launched = sum(len(batch) for batch in batches)
@@ -130,8 +132,8 @@ def test_count_jobs_counts_what_hydras_basic_sweeper_launches(params, task):
 def test_the_hparams_summaries_go_through_tensorboardxs_public_file_writer(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from sweeper.record.writer import SESSION_SUFFIX, RunWriter, write_sweep_run
     from sweeper.status import Status
-    from sweeper.writer import SESSION_SUFFIX, RunWriter, write_sweep_run
 
     run = RunWriter(tmp_path / "run")
     run.session({"hidden": 16}, Status.PRUNED)

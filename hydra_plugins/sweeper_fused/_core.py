@@ -1,9 +1,9 @@
 """The fused launcher's work, imported only when it launches.
 
-It composes every job's config as Hydra's basic launcher does and asks sweeper.fused which jobs it can
-train: valid sweeper configs in train mode that have not finished. Those are locked (sweeper.locks:
+It composes every job's config as Hydra's basic launcher does and asks sweeper.train.fused which jobs it can
+train: valid sweeper configs in train mode that have not finished. Those are locked (sweeper.sweep.locks:
 another process on the same sweep folder passes them over), their `.hydra/` record is written at once
-(so that a summary of a killed sweep lists them), and sweeper.fused trains them as fused programs.
+(so that a summary of a killed sweep lists them), and sweeper.train.fused trains them as fused programs.
 As each one finishes, it goes through Hydra's own `run_job` (its record, the callbacks' progress
 lines, its JobReturn), with a task that returns the objective its program computed. Every other job
 runs through the task function, as the basic launcher runs it: another app's jobs, mode=eval,
@@ -23,12 +23,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sweeper import fused, signals
+from sweeper import signals
 from sweeper.cli import one_line, user_errors
-from sweeper.controllers import AsyncHalving, Halving, PopulationBasedTraining, default_rungs
-from sweeper.devices import local_devices
-from sweeper.locks import JobLock
-from sweeper.train import enable_compilation_cache
+from sweeper.sweep.locks import JobLock
+from sweeper.train import fused
+from sweeper.train.controllers import AsyncHalving, Halving, PopulationBasedTraining, default_rungs
+from sweeper.train.devices import local_devices
+from sweeper.train.run import enable_compilation_cache
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class FusedJob:
     overrides: list[str]
     config: DictConfig  # with its hydra node, as run_job takes it
     output_dir: Path
-    task_cfg: DictConfig | None = None  # without the hydra node; set when sweeper.fused accepts it
+    task_cfg: DictConfig | None = None  # without the hydra node; set when sweeper.train.fused accepts it
     cfg_dict: dict[str, Any] | None = None
     log_file: Path | None = None
     result: JobReturn | None = None
@@ -202,7 +203,7 @@ def compose_job(launcher: Any, overrides: list[str], idx: int, job_id: Any = Non
 
 
 def is_fusable(job: FusedJob) -> bool:
-    """Whether sweeper.fused can train `job` (then its task config and config dict are set)."""
+    """Whether sweeper.train.fused can train `job` (then its task config and config dict are set)."""
     task_cfg = copy.deepcopy(job.config)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
@@ -215,7 +216,7 @@ def is_fusable(job: FusedJob) -> bool:
 
 
 def _accept(job: FusedJob, held: contextlib.ExitStack) -> bool:
-    """Whether sweeper.fused takes `job`; then it is locked for this process until it ends."""
+    """Whether sweeper.train.fused takes `job`; then it is locked for this process until it ends."""
     if not is_fusable(job):
         return False
     lock = JobLock(job.output_dir)

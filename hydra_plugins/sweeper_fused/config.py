@@ -46,7 +46,7 @@ def fused_settings(**settings: Any) -> FusedLauncherConf:
 
 def check_settings(settings: FusedLauncherConf) -> None:
     """Raise ConfigError naming the first `hydra.launcher.*` key whose value is out of range. (What
-    depends on the jobs' configs, such as halving's validation split, sweeper.fused.check_group checks.)"""
+    depends on the jobs' configs, such as halving's validation split, the sweep's plan checks.)"""
     from sweeper.config import ConfigError
 
     pbt = settings.pbt

@@ -185,7 +185,7 @@ def _results(launcher: Any, job: Any, members: list[list[str]]) -> list[JobRetur
     # The task raised in the job: a sweep job records its own errors, so this is submitit's or Hydra's,
     # e.g. submitit's "Job not requeued because: timed-out too many times" raised by its USR2 handler
     # after the job checkpointed. Reported at the end, as a lost job is.
-    from sweeper.upstream import failed_job_error
+    from sweeper.sweep.upstream import failed_job_error
 
     entries = []
     for i, r in failed:
@@ -256,7 +256,7 @@ def _unfinished(
 
 def _report(launcher: Any) -> UnfinishedReport | None:
     """The multirun's UnfinishedReport, added at the first unfinished job; None where Hydra changed."""
-    from sweeper.upstream import UpstreamChanged, multirun_callbacks
+    from sweeper.sweep.upstream import UpstreamChanged, multirun_callbacks
 
     try:
         callbacks = multirun_callbacks(launcher.hydra_context)

@@ -2,7 +2,7 @@
 
 In Hydra's process (`plan`, `submit`): every job's config is composed as the fused launcher composes
 it; a job that finished before runs here, through the task function, which only reads its result; the
-jobs sweeper.fused can train are grouped as the fused launcher groups them (equal fuse keys, similar
+jobs sweeper.train.fused can train are grouped as the fused launcher groups them (equal fuse keys, similar
 widths together, at most `max_batch` each; `max_batch: null` leaves one group per fuse key, which the
 job splits by its own memory); every other job is a group of its own. Each group is one task of one
 SLURM array, submitted through hydra-submitit-launcher's own launch (its executor, sbatch parameters
@@ -26,9 +26,10 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, setup_globals
 
 from hydra_plugins.sweeper_fused import _core as fused_core
-from sweeper import fused, signals
+from sweeper import signals
 from sweeper.cli import finished_metrics
 from sweeper.config import ConfigError
+from sweeper.train import fused
 
 from . import _core
 

@@ -43,7 +43,7 @@ if SlurmLauncher is not None:  # without hydra-submitit-launcher it defines noth
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             """Upstream's launch (its executor and log lines), submitting fused groups (`_fused.submit`)."""
-            from sweeper.upstream import submitit_launch_submits_with
+            from sweeper.sweep.upstream import submitit_launch_submits_with
 
             from . import _fused
 

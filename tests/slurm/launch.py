@@ -7,7 +7,7 @@ and the overrides. MODE:
   sweeper          sweeper's SweeperSlurmLauncher, as `hydra.launcher._target_` names it
   fused            sweeper's SweeperFusedSlurmLauncher (hydra/launcher=fused_slurm)
   upstream         hydra_submitit_launcher's own SlurmLauncher with the same parameters
-  upstream-waited  that one inside sweeper.upstream.submitit_launch_submits_with, whose submit submits
+  upstream-waited  that one inside sweeper.sweep.upstream.submitit_launch_submits_with, whose submit submits
                    the jobs and answers each job's SLURM id as its result
 OUT_JSON gets the launch's returns (or its error), the jobs the wait was given, and whether submitit's
 AutoExecutor is submitit's own again afterwards. sbatch, squeue and sacct come from PATH.
@@ -64,7 +64,7 @@ def main(mode: str, sweep_dir: str, out: str, *overrides: str) -> None:
     import submitit
     from hydra.core.utils import JobReturn, JobStatus
 
-    from sweeper.upstream import submitit_launch_submits_with
+    from sweeper.sweep.upstream import submitit_launch_submits_with
 
     launcher_name = "fused_slurm" if mode == "fused" else "slurm"
     cfg, context = compose_launcher_config(sweep_dir, list(overrides), launcher_name)

@@ -32,7 +32,7 @@ def multirun_callbacks(hydra_context: Any) -> list:
     if not isinstance(callbacks, list):
         raise UpstreamChanged(
             "Hydra's HydraContext.callbacks no longer keeps its callbacks in a list `.callbacks` "
-            f"(got {type(callbacks).__name__}): sweeper.upstream.multirun_callbacks needs updating"
+            f"(got {type(callbacks).__name__}): sweeper.sweep.upstream.multirun_callbacks needs updating"
         )
     return callbacks
 
@@ -49,7 +49,7 @@ def failed_job_error(job_return: Any) -> BaseException:
         return error
     return UpstreamChanged(
         "Hydra's failed JobReturn no longer holds its error in `_return_value` "
-        f"(got {type(error).__name__}): sweeper.upstream.failed_job_error needs updating"
+        f"(got {type(error).__name__}): sweeper.sweep.upstream.failed_job_error needs updating"
     )
 
 
@@ -102,6 +102,6 @@ def submitit_launch_submits_with(
             "%s",
             UpstreamChanged(
                 "hydra-submitit-launcher's launch no longer submits through submitit.AutoExecutor's "
-                "map_array: sweeper.upstream.submitit_launch_submits_with needs updating"
+                "map_array: sweeper.sweep.upstream.submitit_launch_submits_with needs updating"
             ),
         )

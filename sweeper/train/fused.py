@@ -6,9 +6,9 @@ The launcher asks `accepts(cfg, workdir)` which jobs to fuse, `plan(...)` how to
 `check_group(...)` whether they can train as asked, before it trains them with `train_group`.
 
 Configs equal in everything but lr, reg, seed and hidden (sweeper.config.fuse_key) share a program:
-one jitted scan per segment, `jax.vmap` over the members' stacked states (sweeper.program). Widths are
+one jitted scan per segment, `jax.vmap` over the members' stacked states (sweeper.train.program). Widths are
 padded to the widest (`hidden="pad"`) or kept in a program each (`"group"`); a program holds at most
-`max_batch` members. Each member leaves in its workdir what a single run leaves (sweeper.record), so
+`max_batch` members. Each member leaves in its workdir what a single run leaves (sweeper.record.run), so
 any member resumes, or goes on alone, from its checkpoints. Importable without Hydra.
 
 Without controllers the programs train one after another, so that members finish (and show up) as
@@ -30,16 +30,17 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeper import config, data, memory, train_step
-from sweeper.controllers import AsyncHalving, Halving, PopulationBasedTraining, ScheduleReplay
-from sweeper.devices import Placement, local_devices
-from sweeper.engine import Controller, Engine, Schedule
-from sweeper.program import Member, Program, new_member
-from sweeper.pruning import TrialPruning, has_trial
-from sweeper.record import Clock, RunRecord
+from sweeper import config, memory
+from sweeper.record.run import Clock, RunRecord
+from sweeper.record.writer import read_metrics
 from sweeper.status import Status
-from sweeper.train import check_batch_size
-from sweeper.writer import read_metrics
+from sweeper.task import data, train_step
+from sweeper.train.controllers import AsyncHalving, Halving, PopulationBasedTraining, ScheduleReplay
+from sweeper.train.devices import Placement, local_devices
+from sweeper.train.engine import Controller, Engine, Schedule
+from sweeper.train.program import Member, Program, new_member
+from sweeper.train.pruning import TrialPruning, has_trial
+from sweeper.train.run import check_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def plan(
 
 def member_logger(log_file: Path | None, log_format: str) -> logging.Logger:
     """A member's own logger, writing to its job's log file as a single run's lines go to its log."""
-    logger = logging.Logger("sweeper.fused")
+    logger = logging.Logger("sweeper.train.fused")
     if log_file is None:
         logger.parent = log
         return logger
@@ -159,7 +160,7 @@ def train_group(
     program's members (None: by memory, see `plan`). `device_data` keeps datasets on the device across
     calls; `log_files` receive each member's log lines (else they go to this module's logger);
     `on_end(i, metrics)` is called as soon as config i has finished. Each program spreads its members
-    over the first `devices` local devices (None: all of them; sweeper.devices).
+    over the first `devices` local devices (None: all of them; sweeper.train.devices).
     """
     for cfg in cfgs:
         config.validate(cfg)

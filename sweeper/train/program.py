@@ -3,7 +3,7 @@
 A program holds a single run's plain state (`stacked=False`) or the states of a group stacked on a
 leading member axis (`stacked=True`, `jax.vmap` around the same step). Narrower members of a stacked
 group are zero-padded to the widest and their padding is masked out of every update. The engine
-(sweeper.engine) drives both kinds the same way: train to a step, measure, read members out, drop the
+(sweeper.train.engine) drives both kinds the same way: train to a step, measure, read members out, drop the
 members that ended.
 """
 
@@ -18,11 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweeper import checkpoint, data, model, train_step
-from sweeper.devices import Placement
-from sweeper.history import History
-from sweeper.record import RunRecord
+from sweeper.record import checkpoint
+from sweeper.record.run import RunRecord
 from sweeper.status import Status
+from sweeper.task import data, model, train_step
+from sweeper.train.devices import Placement
+from sweeper.train.history import History
 
 
 @dataclass(eq=False)
@@ -54,7 +55,7 @@ class Member:
 
     @property
     def status(self) -> Status | None:
-        """How it ended (sweeper.record), None while it trains."""
+        """How it ended (sweeper.record.run), None while it trains."""
         return self.record.status
 
     @property
@@ -70,7 +71,7 @@ def new_member(
     cfg: Any, record: RunRecord, num_train: int, upto: int | None = None, *, population: bool = False
 ) -> Member:
     """A run as its config says: initialised from `cfg.seed`, or resumed from its latest checkpoint (not
-    past step `upto`). A `population` member (sweeper.controllers.PopulationBasedTraining) records its
+    past step `upto`). A `population` member (sweeper.train.controllers.PopulationBasedTraining) records its
     lr, reg and copies from step 0 on."""
     params, order_seed = train_step.init_run(cfg.hidden, cfg.seed)
     opt_state = train_step.optimizer_factory(cfg.optimizer)(cfg.lr).init(params)
@@ -169,13 +170,13 @@ def _device_state(
 
 class Program:
     """`members` trained together on `splits` (a dataset on the device); stacked, with a `placement`
-    over several devices, the member axis is split over them (sweeper.devices).
+    over several devices, the member axis is split over them (sweeper.train.devices).
 
     Members start together at their common step, or, with `step` given (a slot pool), each at its own:
     the program counts its own steps from `step` and a member's offset turns them into the member's.
     `width`: the units every member is padded to (default: the widest member's); `slots`: the rows
     the program is sized for, which occupancy counts (default: its members); `pool`: its number as a
-    slot pool (sweeper.engine refills it)."""
+    slot pool (sweeper.train.engine refills it)."""
 
     def __init__(
         self,

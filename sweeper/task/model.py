@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sweeper.data import IMAGE_SIZE, NUM_CLASSES
+from sweeper.task.data import IMAGE_SIZE, NUM_CLASSES
 
 
 class Dense(nnx.Module):

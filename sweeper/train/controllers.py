@@ -1,4 +1,4 @@
-"""Controllers: what may happen to runs while they train, plugged into the engine (sweeper.engine).
+"""Controllers: what may happen to runs while they train, plugged into the engine (sweeper.train.engine).
 
 Each acts at the end of a segment on the members that reached that step, in every program of the
 engine, so that a decision ranks all of them whatever program (width) they train in.
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from sweeper.config import ConfigError
-from sweeper.engine import Controller, Engine
-from sweeper.program import Program
 from sweeper.status import Status
+from sweeper.train.engine import Controller, Engine
+from sweeper.train.program import Program
 
 log = logging.getLogger(__name__)
 

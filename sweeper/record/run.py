@@ -1,7 +1,7 @@
 """What a run leaves in its folder, whoever trains it: log lines, TensorBoard events, checkpoints and
 metrics.json.
 
-One `RunRecord` per run. The engine decides when to write (sweeper.engine); this module decides what
+One `RunRecord` per run. The engine decides when to write (sweeper.train.engine); this module decides what
 is written and how, the same for a single run and for every member of a fused group.
 """
 
@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from sweeper import checkpoint, config, graph
+from sweeper import config
+from sweeper.record import checkpoint, graph
+from sweeper.record.writer import RunWriter, write_metrics
 from sweeper.status import Status
-from sweeper.writer import RunWriter, write_metrics
 
 
 class RunRecord:
@@ -72,7 +73,7 @@ class RunRecord:
     def checkpoint(
         self, member: Any, step: int, state: tuple[Any, Any], mean_image: Any, attempt: dict
     ) -> Path:
-        """Save `checkpoints/step_<step>.pkl` of `member` (sweeper.program) with its `state` (params,
+        """Save `checkpoints/step_<step>.pkl` of `member` (sweeper.train.program) with its `state` (params,
         opt_state), its data order, history and last losses, and the cost of every attempt so far."""
         params, opt_state = state
         path = checkpoint.save(
@@ -148,7 +149,7 @@ class Clock:
         return {"from_step": start, "to_step": step, "wall_time_s": round(share_s, 3)}
 
     def cost(self, program: Any, member: Any) -> Cost:
-        """What `member` of `program` (sweeper.program) cost in this attempt, and where the time went."""
+        """What `member` of `program` (sweeper.train.program) cost in this attempt, and where the time went."""
         segments = program.segments
         elapsed = time.perf_counter() - self.started
         first_step_s = segments.first_step_done - self.started if segments.first_step_done else 0.0

@@ -32,7 +32,7 @@ try:
     )
     from tensorboardX.proto.api_pb2 import Status as SessionStatus
 
-    # The graph protos are sweeper.graph's, imported here so that torch stays hidden for them too.
+    # The graph protos are sweeper.record.graph's, imported here so that torch stays hidden for them too.
     from tensorboardX.proto.attr_value_pb2 import AttrValue  # noqa: F401
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.graph_pb2 import GraphDef
@@ -68,7 +68,9 @@ METRIC_TAGS = {
 MISSING_ACCURACY = 0.0
 MISSING_LOSS = -1.0
 SESSION_SUFFIX = ".session"  # the event file holding a run's HParams session, replaced when it ends again
-GRAPH_SUFFIX = ".graph"  # the event file holding a run's graph (sweeper.graph), replaced when it starts again
+GRAPH_SUFFIX = (
+    ".graph"  # the event file holding a run's graph (sweeper.record.graph), replaced when it starts again
+)
 
 
 class RunWriter:

@@ -17,9 +17,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sweeper import data, model
 from sweeper.config import ConfigError
 from sweeper.memory import EVAL_CHUNK
+from sweeper.task import data, model
 
 
 class DeviceData(NamedTuple):
@@ -122,7 +122,7 @@ def gradient_step(
     """One optimizer step on the batch `batch_idx`: (params, opt_state, alive, loss, batch accuracy), the
     loss and accuracy measured before the update, as the article logs them. A run whose loss is not
     finite keeps its state from before this step."""
-    # The named scopes are what TensorBoard's Graphs tab groups ops by (sweeper.graph).
+    # The named scopes are what TensorBoard's Graphs tab groups ops by (sweeper.record.graph).
     with jax.named_scope("batch"):
         x = preprocess(train.images[batch_idx], train.mean_image)
         labels = train.labels[batch_idx]

@@ -3,7 +3,7 @@
     Engine(programs, Schedule.of(cfg), controllers=[...]).run()
 
 A single run is one unstacked program; a fused group is one or more stacked programs driven in
-lockstep (sweeper.program). For each segment end (a log point, a checkpoint, a controller's step,
+lockstep (sweeper.train.program). For each segment end (a log point, a checkpoint, a controller's step,
 max_steps), in this order:
 
 1. each program at a log point measures validation accuracy and writes histograms, trains to the
@@ -11,13 +11,13 @@ max_steps), in this order:
 2. members whose loss stopped being finite end `diverged`;
 3. controllers act on the members at that step, in their order: a replayed schedule changes lr and
    reg, successive halving and Optuna pruners end members `pruned`, population-based training copies
-   and perturbs members (sweeper.controllers, sweeper.pruning);
+   and perturbs members (sweeper.train.controllers, sweeper.train.pruning);
 4. checkpoints are written where the schedule or a controller asks;
 5. at max_steps every remaining member ends `ok`; ended members leave their program;
 6. a stop signal (SIGTERM, ...) checkpoints every member still training, records it `interrupted`
    and raises `signals.Interrupted`.
 
-Each member's record (sweeper.record) receives its lines, events, checkpoints and metrics.json; the
+Each member's record (sweeper.record.run) receives its lines, events, checkpoints and metrics.json; the
 engine only says when.
 """
 
@@ -35,9 +35,9 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sweeper import signals
-from sweeper.program import Member, Program
-from sweeper.record import Clock
+from sweeper.record.run import Clock
 from sweeper.status import Status
+from sweeper.train.program import Member, Program
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,9 @@ def show_progress(cfg: Any) -> bool:
 class Engine:
     """Drives `programs` through `schedule`, writes each member's record, ends each member once.
 
-    `clock` dates the members' cost (sweeper.record.Clock); `on_end(member)` is called when a member's
+    `clock` dates the members' cost (sweeper.record.run.Clock); `on_end(member)` is called when a member's
     record is complete. With `refill(free)`, a program whose members end at a step takes up to `free`
-    new members from it there (a slot pool); each member keeps its own step (sweeper.program).
+    new members from it there (a slot pool); each member keeps its own step (sweeper.train.program).
     """
 
     def __init__(

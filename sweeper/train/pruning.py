@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sweeper.engine import Controller, Engine
 from sweeper.status import Status
+from sweeper.train.engine import Controller, Engine
 from sweeper.trial import TrialRef, open_trial, report_to
 
 log = logging.getLogger(__name__)

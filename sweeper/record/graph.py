@@ -2,7 +2,7 @@
 
 The graph is read off the jaxpr of one run's `train_step.gradient_step`, traced on abstract shapes
 (nothing is computed or compiled): one node per JAX primitive, named by the `jax.named_scope`s of
-sweeper.model and sweeper.train_step (`hidden`, `output`, `loss/cross_entropy`, `loss/l2`,
+sweeper.task.model and sweeper.task.train_step (`hidden`, `output`, `loss/cross_entropy`, `loss/l2`,
 `optimizer`, ...), the backward pass under `gradients/`, and each edge labelled with its shape. Calls
 to jitted helpers (relu, logsumexp, ...) are opened up into a scope of their own name.
 """
@@ -19,9 +19,9 @@ import jax.numpy as jnp
 from jax.extend import core as jax_core
 from omegaconf import OmegaConf
 
-from sweeper import model, train_step
-from sweeper.data import IMAGE_SIZE
-from sweeper.writer import AttrValue, GraphDef, NodeDef, TensorShapeProto
+from sweeper.record.writer import AttrValue, GraphDef, NodeDef, TensorShapeProto
+from sweeper.task import model, train_step
+from sweeper.task.data import IMAGE_SIZE
 
 # Primitives that call another jaxpr with the same inputs and outputs: shown opened up, not as one node.
 CALLS = (

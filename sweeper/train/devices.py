@@ -34,7 +34,7 @@ def local_devices(count: int | None) -> list[jax.Device]:
 
 
 class Placement:
-    """How a stacked program's arrays are laid out over `devices` (sweeper.program uses one only where
+    """How a stacked program's arrays are laid out over `devices` (sweeper.train.program uses one only where
     it `spread`s over several; on one device a program keeps its plain layout)."""
 
     def __init__(self, devices: list[jax.Device]):

@@ -1,8 +1,8 @@
 """One run: `train_and_evaluate(cfg, workdir)`, and `evaluate_checkpoint`, the article's restore_model.py.
 
 Read top to bottom: validate the config, load the data, build the run (fresh or resumed), put it on the
-device as a one-member program, and let the engine train it (sweeper.engine: when to log, checkpoint
-and stop; sweeper.record: what the run leaves). The step maths is in sweeper.train_step.
+device as a one-member program, and let the engine train it (sweeper.train.engine: when to log, checkpoint
+and stop; sweeper.record.run: what the run leaves). The step maths is in sweeper.task.train_step.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from typing import Any
 
 import jax
 
-from sweeper import checkpoint, config, data, memory, model, train_step
-from sweeper.controllers import ScheduleReplay
-from sweeper.engine import Engine, Schedule
-from sweeper.program import Program, new_member
-from sweeper.pruning import TrialPruning, has_trial
-from sweeper.record import Clock, RunRecord
+from sweeper import config, memory
+from sweeper.record import checkpoint
+from sweeper.record.run import Clock, RunRecord
+from sweeper.task import data, model, train_step
+from sweeper.train.controllers import ScheduleReplay
+from sweeper.train.engine import Engine, Schedule
+from sweeper.train.program import Program, new_member
+from sweeper.train.pruning import TrialPruning, has_trial
 
 log = logging.getLogger(__name__)
 

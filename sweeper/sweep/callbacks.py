@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeper import summary
 from sweeper.config import MULTIRUN_RECORD, sweep_overrides
+from sweeper.record.writer import METRICS_FILE
 from sweeper.status import Status
-from sweeper.writer import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
