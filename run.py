@@ -2,7 +2,7 @@
 
 import hydra
 
-from sweeper import cli
+from sweeper import cli, config
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -11,4 +11,5 @@ def main(cfg) -> float:
 
 
 if __name__ == "__main__":
+    config.register()  # the schemas conf/ extends, before Hydra composes it
     cli.main(main)

@@ -154,8 +154,8 @@ def run_torch(data_root: Path, steps: int) -> dict:
 # handling different widths (a program per width, or one program padded to the widest).
 LAUNCHERS = {
     "basic": [],
-    "fused, a program per width": ["hydra/launcher=fused", "hydra.launcher.hidden=group"],
-    "fused, widths padded": ["hydra/launcher=fused", "hydra.launcher.hidden=pad"],
+    "fused, a program per width": ["hydra/launcher=fused", "hydra.launcher.widths=group"],
+    "fused, widths padded": ["hydra/launcher=fused", "hydra.launcher.widths=pad"],
 }
 
 

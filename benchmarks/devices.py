@@ -6,7 +6,7 @@
 On a machine with one CPU device, JAX is made to show 2 host devices
 (`XLA_FLAGS=--xla_force_host_platform_device_count=2`): they share the same cores, so this measures the
 cost of splitting a program (correctness and overhead), not a speed-up. With several GPUs, 1 GPU
-against all of them. Each sweep is `python run.py -m GRID hydra/launcher=fused hydra.launcher.hidden=pad
+against all of them. Each sweep is `python run.py -m GRID hydra/launcher=fused hydra.launcher.widths=pad
 hydra.launcher.devices=N` on random CIFAR-10-shaped data in a fresh process, with a warm compile cache.
 Writes benchmarks/RESULTS-devices.md and prints it.
 """
@@ -44,7 +44,7 @@ def local_devices(env: dict[str, str]) -> tuple[str, int]:
 def sweep(data_root: Path, steps: int, devices: int, workdir: Path, cache: Path, env: dict) -> float:
     """Wall time of the fused grid on `devices` devices, from the command's start to its end."""
     command = [sys.executable, str(ROOT / "run.py"), "-m", *GRID, "hydra/launcher=fused"]
-    command += ["hydra.launcher.hidden=pad", f"hydra.launcher.devices={devices}"]
+    command += ["hydra.launcher.widths=pad", f"hydra.launcher.devices={devices}"]
     command += [f"data.root={data_root}", f"max_steps={steps}", "progress=false", f"jax_cache_dir={cache}"]
     command += [f"hydra.sweep.dir={workdir}"]
     started = time.perf_counter()
@@ -98,7 +98,7 @@ def main() -> None:
         "",
         f"`python benchmarks/devices.py --steps {args.steps} --reps {args.reps}`, "
         f"{datetime.date.today().isoformat()}: `python run.py -m {' '.join(GRID)} hydra/launcher=fused "
-        f"hydra.launcher.hidden=pad hydra.launcher.devices=N` (8 configs in one program, {args.steps} "
+        f"hydra.launcher.widths=pad hydra.launcher.devices=N` (8 configs in one program, {args.steps} "
         f"steps, random CIFAR-10-shaped data, warm compile cache), wall time from start to end; {kind}; "
         f"{info['cpu']}, {info['cores']} cores.",
         "",

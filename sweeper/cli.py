@@ -1,6 +1,8 @@
 """Command-line glue for `run.py`: dispatch on `mode`, return the objective, report bad input in one line.
 
-Importing this module registers sweeper's configs (sweeper.config.register): it is sweeper's app.
+Importing it has no side effects: run.py registers sweeper's configs (sweeper.config.register) before
+Hydra composes them, and Hydra's launchers hand the registrations to their worker processes with the
+rest of Hydra's state.
 """
 
 from __future__ import annotations
@@ -12,30 +14,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from sweeper import config, signals
-from sweeper.config import ConfigError, Mode, hyperparameters, validate
-from sweeper.record.writer import read_metrics
-from sweeper.status import Status
+from sweeper import signals
+from sweeper.config import Mode, hyperparameters, validate
+from sweeper.errors import exit_with, one_line, user_errors
+from sweeper.record.writer import finished_metrics
 from sweeper.sweep.locks import JobLock
-from sweeper.task.data import DataError
 
 log = logging.getLogger(__name__)
-config.register()
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the user's input; anything else is a bug and keeps its traceback."""
-    from sweeper.record.checkpoint import CheckpointError  # imports JAX: only once an error is being handled
-
-    return ConfigError, DataError, CheckpointError, HydraException, OmegaConfBaseException
 
 
 def run(cfg: Any) -> float:
@@ -82,7 +73,7 @@ def sweep_job(cfg: Any, workdir: Path) -> float:
         if not lock.held:
             log.info("%s is training this job: skipped here", lock.holder())
             return 0.0
-        if (done := finished_metrics(workdir)) is not None:
+        if (done := finished_metrics(workdir, warn=log.warning)) is not None:
             log.info("finished in an earlier attempt (status %s): skipped", done["status"])
             return float(done["objective"])
         started = time.perf_counter()
@@ -98,12 +89,6 @@ def sweep_job(cfg: Any, workdir: Path) -> float:
             return 0.0
 
 
-def finished_metrics(workdir: Path) -> dict | None:
-    """metrics.json of a job that already ended with a result (ok, diverged or pruned), else None."""
-    metrics = read_metrics(workdir, warn=log.warning)
-    return metrics if metrics is not None and Status(metrics["status"]).is_result else None
-
-
 def _run(cfg: Any, workdir: Path) -> float:
     validate(cfg)
     from sweeper import train  # imported here so that --help and config errors answer without JAX
@@ -113,33 +98,6 @@ def _run(cfg: Any, workdir: Path) -> float:
     if Mode(cfg.mode) is Mode.eval:
         return train.evaluate_checkpoint(cfg, cfg.checkpoint)["test_accuracy"]
     return train.train_and_evaluate(cfg, workdir)["objective"]
-
-
-def one_line(error: BaseException | None) -> str:
-    """An error as one line. Hydra/OmegaConf spread theirs over several lines and a chain of causes
-    (`Could not override 'x'` caused by `Key 'x' not in 'Config'`), so those first lines are joined;
-    sweeper's own errors already say everything in their first line."""
-    inner = error
-    while inner is not None:  # sweeper's own error raised inside Hydra or OmegaConf: its own words
-        if isinstance(inner, ConfigError | DataError):
-            return str(inner).strip().splitlines()[0]
-        inner = inner.__cause__ or inner.__context__
-    parts: list[str] = []
-    while error is not None:
-        text = str(error).strip()
-        first = text.splitlines()[0].rstrip(".") if text else type(error).__name__
-        if first not in parts:
-            parts.append(first)
-        if not isinstance(error, HydraException | OmegaConfBaseException):
-            break
-        error = error.__cause__
-    return ": ".join(parts)
-
-
-def exit_with(error: BaseException) -> NoReturn:
-    """Print `error: <one line>` on stderr and exit with status 2."""
-    print(f"error: {one_line(error)}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(hydra_main: Callable[[], Any]) -> None:

@@ -159,10 +159,10 @@ class Config:
 
 def register() -> None:
     """Store sweeper's schemas in Hydra's ConfigStore (so that `conf/<group>/<option>.yaml` can extend
-    `/schema/<group>/<option>`) and its job-name resolver in OmegaConf.
+    `/schema/<group>/<option>`) and its resolvers in OmegaConf.
 
-    Called by sweeper's own app (sweeper.cli) and by code that composes its configs; importing sweeper
-    registers nothing, so another Hydra app in the same environment keeps its own `base_config`.
+    Called by run.py and by code that composes sweeper's configs; importing sweeper stores nothing, so
+    another Hydra app in the same environment keeps its own `base_config`.
     """
     if not OmegaConf.has_resolver("sweeper.job_name"):
         OmegaConf.register_new_resolver("sweeper.job_name", job_name)
@@ -259,10 +259,10 @@ def _check_same_job(folder: Path, overrides: list[str]) -> None:
         )
 
 
-def fuse_key(cfg_dict: dict, *, pad_hidden: bool) -> str:
+def fuse_key(cfg_dict: dict, *, pad_widths: bool) -> str:
     """Configs with the same key can train as one fused program: equal in everything but lr, reg,
     seed and, where widths are padded, hidden."""
-    skip = set(FUSABLE_KEYS + PER_JOB_KEYS) - (set() if pad_hidden else {"hidden"})
+    skip = set(FUSABLE_KEYS + PER_JOB_KEYS) - (set() if pad_widths else {"hidden"})
     return json.dumps({k: v for k, v in cfg_dict.items() if k not in skip}, sort_keys=True, default=str)
 
 

@@ -15,10 +15,9 @@ import os
 from typing import Any
 
 from sweeper.config import CIFAR10_TRAIN_SIZE, ConfigError, train_set_size
-from sweeper.task.data import IMAGE_SIZE, NUM_CLASSES
+from sweeper.task.data import EVAL_CHUNK, IMAGE_SIZE, NUM_CLASSES
 
 FLOAT = 4  # bytes
-EVAL_CHUNK = 5000  # images per evaluation call (sweeper.task.train_step): bounds its activations
 OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}  # parameter-sized buffers each optimizer keeps
 
 

@@ -76,7 +76,7 @@ def test_without_optuna_the_app_starts_without_warnings(tmp_path):
 @pytest.mark.slow
 def test_a_killed_fused_sweep_lists_every_job_and_reported_each_as_it_finished(tmp_path):
     args = [*FAST, "max_steps=600", "histograms=false", "hidden=16,24,32", "lr=0.001,0.002"]
-    args += ["hydra/launcher=fused", "hydra.launcher.hidden=group", f"hydra.sweep.dir={tmp_path}"]
+    args += ["hydra/launcher=fused", "hydra.launcher.widths=group", f"hydra.sweep.dir={tmp_path}"]
     out = (tmp_path.parent / "out.txt").open("w")
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), "-m", *args], cwd=ROOT, stdout=out, stderr=out

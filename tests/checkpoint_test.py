@@ -53,7 +53,7 @@ def test_round_trip_holds_everything_as_plain_values(tmp_path):
     params = checkpoint.restore_params(payload, params, path)
     for saved, leaf in zip(payload["opt_state"], jax.tree.leaves(restored), strict=True):
         np.testing.assert_array_equal(saved, leaf)
-    np.testing.assert_array_equal(payload["params"]["output"]["kernel"], params["output"]["kernel"][...])
+    np.testing.assert_array_equal(payload["params"]["layer2"]["kernel"], params["layer2"]["kernel"][...])
 
 
 def test_checkpoint_that_runs_code_is_refused(tmp_path):
@@ -106,7 +106,7 @@ def test_resume_continues_exactly(tmp_path):
         compose_config(*FAST, "resume=true", "histograms=false"), tmp_path / "split"
     )
     a, b = (checkpoint.load(tmp_path / d / "checkpoints" / "step_200.pkl") for d in ("whole", "split"))
-    for layer in ("hidden", "output"):
+    for layer in ("layer1", "layer2"):
         for name in ("kernel", "bias"):
             np.testing.assert_array_equal(a["params"][layer][name], b["params"][layer][name])
     assert results(whole) == results(resumed)
@@ -138,7 +138,24 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "resumed from" in result.stdout
     a, b = (checkpoint.load(tmp_path / d / "checkpoints" / "step_1500.pkl") for d in ("whole", "killed"))
-    for layer in ("hidden", "output"):
+    for layer in ("layer1", "layer2"):
         np.testing.assert_array_equal(a["params"][layer]["kernel"], b["params"][layer]["kernel"])
     for x, y in zip(a["opt_state"], b["opt_state"], strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_checkpoint_from_before_the_layers_were_renamed_resumes_under_todays_names(tmp_path):
+    cfg = compose_config(*FAST, "max_steps=100", "histograms=false")
+    train.train_and_evaluate(cfg, tmp_path / "run")
+    path = checkpoint.latest(tmp_path / "run" / "checkpoints")
+    payload = pickle.loads(path.read_bytes())
+    # As sweeper wrote it before its MLP's layers took the article's numbering.
+    payload["params"] = {{"layer1": "hidden", "layer2": "output"}[k]: v for k, v in payload["params"].items()}
+    old = tmp_path / "old" / "checkpoints" / path.name
+    old.parent.mkdir(parents=True)
+    old.write_bytes(pickle.dumps(payload))
+    loaded = checkpoint.load(old)
+    assert set(loaded["params"]) == {"layer1", "layer2"}
+    np.testing.assert_array_equal(loaded["params"]["layer1"]["kernel"], payload["params"]["hidden"]["kernel"])
+    evaluated = train.evaluate_checkpoint(cfg, old)
+    assert evaluated["hidden"] == 32 and evaluated["test_accuracy"] > 0.3

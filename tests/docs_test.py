@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeper import config, memory
-from sweeper.cli import one_line
+from sweeper.errors import one_line
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAKEFILE = ROOT / "Makefile"
@@ -481,23 +481,34 @@ def python_files(root: Path) -> frozenset[str]:
 
 
 def module_problem(span: str) -> str | None:
-    """For `sweeper.module` and `module.name`: whether sweeper has the module and it defines the name
-    (where `module.name` is not a config key, such as `data.root`)."""
-    match = re.fullmatch(r"(sweeper\.)?([a-z_]+)(?:\.([A-Za-z_]\w*))?", span)
-    if not match or (match.group(1) is None and match.group(3) is None) or match.group(3) in FILE_SUFFIXES:
+    """For `sweeper.package.module.name` (any depth) and `module.name`: whether sweeper has the module and
+    it defines the name (where `module.name` is not a config key, such as `data.root`)."""
+    if not re.fullmatch(r"[a-z_]+(?:\.[A-Za-z_]\w*)+", span) or span.rsplit(".", 1)[1] in FILE_SUFFIXES:
         return None
-    package, module, name = match.groups()
-    path = ROOT / "sweeper" / f"{module}.py"
-    if not path.is_file():
-        return f"there is no sweeper/{module}.py" if package else None
-    if name is None or config_value(span) != "<missing>":
+    parts, package = span.split("."), span.startswith("sweeper.")
+    if package:
+        parts = parts[1:]
+    elif len(parts) != 2:
+        return None
+    folder, i = ROOT / "sweeper", 0
+    while i < len(parts) and (folder / parts[i] / "__init__.py").is_file():
+        folder, i = folder / parts[i], i + 1
+    if i < len(parts) and (folder / f"{parts[i]}.py").is_file():
+        path, i = folder / f"{parts[i]}.py", i + 1
+    elif i > 0:  # a package: what its __init__ hands on
+        path = folder / "__init__.py"
+    else:
+        return f"there is no sweeper/{'/'.join(parts[: i + 1])}.py" if package else None
+    names = parts[i:]
+    if len(names) != 1 or config_value(span) != "<missing>":
         return None
     tree = ast.parse(path.read_text())
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
     defined |= {
         t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
     }
-    return None if name in defined else f"sweeper/{module}.py defines no {name}"
+    defined |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    return None if names[0] in defined else f"{path.relative_to(ROOT)} defines no {names[0]}"
 
 
 def named_test_problem(span: str) -> str | None:

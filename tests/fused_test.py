@@ -21,7 +21,7 @@ from sweeper.record import checkpoint
 from sweeper.task import data, model, train_step
 from sweeper.train import fused, program
 from sweeper.train.controllers import Halving, default_rungs
-from sweeper.train.fused import chunks
+from sweeper.train.plan import chunks
 
 # Fused vs alone: XLA may sum the vmapped products in another order, so the runs can differ in the
 # last bits. Measured here: identical accuracies, losses within 2e-7 relative, parameters within 1e-6.
@@ -101,9 +101,9 @@ def test_padded_units_stay_exactly_zero():
     state, (losses, _) = segment(state, hyper, data, batches)
     narrow = jax.tree.map(lambda x: np.asarray(x[0]), state.params)
     assert np.isfinite(np.asarray(losses)).all()
-    assert (narrow["hidden"]["kernel"][...][8:] == 0).all() and (narrow["hidden"]["bias"][...][8:] == 0).all()
-    assert (narrow["output"]["kernel"][...][:, 8:] == 0).all()
-    assert (narrow["hidden"]["kernel"][...][:8] != params[0]["hidden"]["kernel"][...][:8]).any()  # it trained
+    assert (narrow["layer1"]["kernel"][...][8:] == 0).all() and (narrow["layer1"]["bias"][...][8:] == 0).all()
+    assert (narrow["layer2"]["kernel"][...][:, 8:] == 0).all()
+    assert (narrow["layer1"]["kernel"][...][:8] != params[0]["layer1"]["kernel"][...][:8]).any()  # it trained
 
 
 def test_a_diverging_member_is_frozen_and_the_rest_are_unaffected(tmp_path, alone):
@@ -172,16 +172,17 @@ def test_configs_that_differ_in_other_keys_train_in_separate_programs(tmp_path):
 
 def test_grouping_keys_chunks_and_rungs():
     a, b = (OmegaConf.to_container(cfg_of(f"hidden={h}"), resolve=True) for h in (16, 32))
-    assert config.fuse_key(a, pad_hidden=True) == config.fuse_key(b, pad_hidden=True)
-    assert config.fuse_key(a, pad_hidden=False) != config.fuse_key(b, pad_hidden=False)
+    assert config.fuse_key(a, pad_widths=True) == config.fuse_key(b, pad_widths=True)
+    assert config.fuse_key(a, pad_widths=False) != config.fuse_key(b, pad_widths=False)
     c = OmegaConf.to_container(cfg_of("batch_size=50"), resolve=True)
-    assert config.fuse_key(a, pad_hidden=True) != config.fuse_key(c, pad_hidden=True)
+    assert config.fuse_key(a, pad_widths=True) != config.fuse_key(c, pad_widths=True)
     assert [len(c) for c in chunks(list(range(27)), 10)] == [9, 9, 9]
     assert [len(c) for c in chunks(list(range(5)), 2)] == [2, 2, 1]
     assert default_rungs(2000, 0.5) == (500, 1000) and default_rungs(2000, 1 / 3) == (222, 667)
     for bad, message in [
         ({"max_batch": 0}, "max_batch must be >= 1"),
-        ({"hidden": "wide"}, "hidden must be auto, group or pad"),
+        ({"widths": "wide"}, "widths must be auto, group or pad"),
+        ({"hidden": "pad"}, r"hidden is now hydra.launcher.widths \(auto, group or pad\): set widths=pad"),
         ({"keep": 1.0}, "keep must be in"),
     ]:
         with pytest.raises(ConfigError, match=message):
@@ -204,8 +205,9 @@ def basic_cli_sweep(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "settings, programs",
-    [(["hidden=group"], 2), (["hidden=pad"], 1), (["hidden=pad", "max_batch=3"], 2)],
-    ids=["a program per width", "padded", "padded in chunks"],
+    [(["widths=group"], "2 program(s)"), (["widths=pad"], "1 program(s)")]
+    + [(["widths=pad", "max_batch=3"], "1 program(s) (slot pools: 1)")],
+    ids=["a program per width", "padded", "padded through a slot pool"],
 )
 def test_fused_launcher_gives_every_job_what_the_basic_launcher_gives(
     tmp_path, basic_cli_sweep, settings, programs
@@ -213,7 +215,7 @@ def test_fused_launcher_gives_every_job_what_the_basic_launcher_gives(
     launcher = ["hydra/launcher=fused", *(f"hydra.launcher.{s}" for s in settings)]
     result = run_cli("-m", *FAST, *CLI_GRID, *launcher, f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
-    assert f"Launching 4 jobs: 4 fused in {programs} program(s), 0 one by one" in result.stdout
+    assert f"Launching 4 jobs: 4 fused in {programs}, 0 one by one" in result.stdout
     expected, got = job_metrics(basic_cli_sweep), job_metrics(tmp_path)
     assert got.keys() == expected.keys()
     for name in expected:
@@ -276,7 +278,7 @@ def test_jobs_that_cannot_be_fused_run_as_the_basic_launcher_runs_them(tmp_path,
 @pytest.mark.slow
 def test_a_killed_fused_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     args = ["-m", *FAST, "max_steps=600", "hidden=16,32", "lr=0.001,0.002", "histograms=false"]
-    args += ["hydra/launcher=fused", "hydra.launcher.hidden=pad"]
+    args += ["hydra/launcher=fused", "hydra.launcher.widths=pad"]
     whole, killed, finished, rerun = killed_and_rerun(args, tmp_path, "*/checkpoints/step_200.pkl", 4)
     assert not finished
     assert "from step 200" in rerun or "from step 400" in rerun
@@ -285,7 +287,7 @@ def test_a_killed_fused_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     for name in expected:
         assert results(got[name]) == results(expected[name]), name
         a, b = params_of(whole / name, 600), params_of(killed / name, 600)
-        assert (a["hidden"]["kernel"] == b["hidden"]["kernel"]).all()
+        assert (a["layer1"]["kernel"] == b["layer1"]["kernel"]).all()
 
 
 @pytest.mark.slow
@@ -315,12 +317,16 @@ def test_bad_launcher_settings_are_one_line_errors(tmp_path):
         *FAST,
         "hidden=16,32",
         "hydra/launcher=fused",
-        "hydra.launcher.hidden=wide",
+        "hydra.launcher.widths=wide",
         f"hydra.sweep.dir={tmp_path}",
     )
     assert result.returncode == 2
-    assert "hydra.launcher.hidden must be auto, group or pad" in result.stderr
+    assert "hydra.launcher.widths must be auto, group or pad" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    old = run_cli("-m", *FAST, "hidden=16,32", "hydra/launcher=fused", "hydra.launcher.hidden=pad")
+    assert old.returncode == 2 and old.stderr.strip().splitlines() == [
+        "error: hydra.launcher.hidden is now hydra.launcher.widths (auto, group or pad): set widths=pad"
+    ]
     halving = ["hydra/launcher=fused", "hydra.launcher.halving=true", "data.val_size=0", "lr=0.001,0.002"]
     result = run_cli("-m", *FAST, *halving, f"hydra.sweep.dir={tmp_path / 'h'}")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [

@@ -39,16 +39,16 @@ def run_graph(tmp_path_factory):
 def test_a_run_writes_its_train_step_as_the_articles_layers_loss_and_optimizer(run_graph):
     _, graph = run_graph
     scopes = {name.rsplit("/", 1)[0] for name in graph if "/" in name}
-    for scope in ("hidden", "output", "loss/cross_entropy", "loss/l2", "optimizer", "batch", "accuracy"):
+    for scope in ("layer1", "layer2", "loss/cross_entropy", "loss/l2", "optimizer", "batch", "accuracy"):
         assert scope in scopes, scope
-    assert {"gradients/hidden", "gradients/output", "gradients/loss/l2"} <= scopes  # the backward pass
-    assert graph["hidden/kernel"][::2] == ("Parameter", [[HIDDEN, 3072]])
-    assert graph["output/kernel"][::2] == ("Parameter", [[10, HIDDEN]])
+    assert {"gradients/layer1", "gradients/layer2", "gradients/loss/l2"} <= scopes  # the backward pass
+    assert graph["layer1/kernel"][::2] == ("Parameter", [[HIDDEN, 3072]])
+    assert graph["layer2/kernel"][::2] == ("Parameter", [[10, HIDDEN]])
     # The forward pass with its shapes on the edges: batch x 3072 -> batch x hidden -> batch x 10.
-    op, inputs, shapes = graph["hidden/dot_general"]
+    op, inputs, shapes = graph["layer1/dot_general"]
     assert shapes == [[BATCH, HIDDEN]] and graph[inputs[0]][2] == [[BATCH, 3072]]
-    assert graph["output/dot_general"][2] == [[BATCH, 10]]
-    assert graph["output/dot_general"][1][0].startswith("hidden/relu/")
+    assert graph["layer2/dot_general"][2] == [[BATCH, 10]]
+    assert graph["layer2/dot_general"][1][0].startswith("layer1/relu/")
     assert graph["outputs/loss"][2] == [[]] and graph["outputs/loss"][1][0].startswith("loss/")
 
 
@@ -73,5 +73,5 @@ def test_the_graph_is_one_small_file_replaced_when_the_run_resumes(run_graph, tm
 def test_each_fused_member_gets_the_graph_of_its_own_width(tmp_path, run_graph):
     workdirs = [tmp_path / "16", tmp_path / "32"]
     fused.train_group([compose_config(*FAST, "max_steps=20", f"hidden={w.name}") for w in workdirs], workdirs)
-    assert graph_of(workdirs[0])["hidden/kernel"][2] == [[16, 3072]]
+    assert graph_of(workdirs[0])["layer1/kernel"][2] == [[16, 3072]]
     assert graph_of(workdirs[1]) == run_graph[1]  # the same graph as a single run of that config

@@ -24,14 +24,14 @@ def test_shapes_and_forward():
     graphdef, params, _ = init(120, 0)
     pure = nnx.to_pure_dict(params)
     assert {k: {n: v.shape for n, v in layer.items()} for k, layer in pure.items()} == {
-        "hidden": {"kernel": (120, 3072), "bias": (120,)},  # kernels are stored (out, in)
-        "output": {"kernel": (10, 120), "bias": (10,)},
+        "layer1": {"kernel": (120, 3072), "bias": (120,)},  # kernels are stored (out, in)
+        "layer2": {"kernel": (10, 120), "bias": (10,)},
     }
     logits = nnx.merge(graphdef, params)(jnp.ones((4, 3072)))
     assert logits.shape == (4, 10) and logits.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("layer,fan_in", [("hidden", 3072), ("output", 240)])
+@pytest.mark.parametrize("layer,fan_in", [("layer1", 3072), ("layer2", 240)])
 def test_init_is_truncated_normal_with_stddev_one_over_sqrt_fan_in(layer, fan_in):
     _, params, _ = init(240, 0)
     kernel = np.asarray(nnx.to_pure_dict(params)[layer]["kernel"])
@@ -46,8 +46,8 @@ def test_init_is_truncated_normal_with_stddev_one_over_sqrt_fan_in(layer, fan_in
 
 
 def test_init_derives_from_seed():
-    same = [np.asarray(nnx.to_pure_dict(init(16, 7)[1])["hidden"]["kernel"]) for _ in range(2)]
-    other = np.asarray(nnx.to_pure_dict(init(16, 8)[1])["hidden"]["kernel"])
+    same = [np.asarray(nnx.to_pure_dict(init(16, 7)[1])["layer1"]["kernel"]) for _ in range(2)]
+    other = np.asarray(nnx.to_pure_dict(init(16, 8)[1])["layer1"]["kernel"])
     np.testing.assert_array_equal(*same)
     assert not np.array_equal(same[0], other)
     assert not np.array_equal(init(16, 7)[2], init(16, 8)[2])  # the data order too
@@ -65,13 +65,13 @@ def test_loss_matches_a_hand_computation():
         k: {n: np.asarray(v, np.float64) for n, v in layer.items()}
         for k, layer in nnx.to_pure_dict(params).items()
     }
-    hidden = np.maximum(x @ p["hidden"]["kernel"].T + p["hidden"]["bias"], 0)
-    z = hidden @ p["output"]["kernel"].T + p["output"]["bias"]
+    hidden = np.maximum(x @ p["layer1"]["kernel"].T + p["layer1"]["bias"], 0)
+    z = hidden @ p["layer2"]["kernel"].T + p["layer2"]["bias"]
     log_softmax = (
         z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
     )
     cross_entropy = -log_softmax[np.arange(6), labels].mean()
-    l2 = sum((p[k]["kernel"] ** 2).sum() / 2 for k in ("hidden", "output"))  # biases excluded
+    l2 = sum((p[k]["kernel"] ** 2).sum() / 2 for k in ("layer1", "layer2"))  # biases excluded
     np.testing.assert_allclose(logits, z, rtol=1e-4, atol=1e-3)
     assert float(loss) == pytest.approx(cross_entropy + reg * l2, rel=1e-5)
 
@@ -80,7 +80,7 @@ def test_biases_are_not_regularised():
     _, params, _ = init(5, 1)
     before = float(model.l2_penalty(params))
     shifted = jax.tree.map(lambda v: v, params)
-    nnx.replace_by_pure_dict(shifted, {"hidden": {"bias": np.full(5, 3.0, np.float32)}})
+    nnx.replace_by_pure_dict(shifted, {"layer1": {"bias": np.full(5, 3.0, np.float32)}})
     assert float(model.l2_penalty(shifted)) == pytest.approx(before)
 
 

@@ -50,7 +50,7 @@ def test_configs_through_a_slot_pool_end_as_they_end_alone_whenever_they_joined(
     cfgs = [cfg_of("hidden=16", *overrides) for overrides in POOL.values()]
     workdirs = [tmp_path / name for name in POOL]
     ended = []
-    with caplog.at_level("INFO", logger="sweeper.train.fused"):
+    with caplog.at_level("INFO", logger="sweeper.train"):
         got = fused.train_group(
             cfgs,
             workdirs,

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FAST, ROOT, compose_config, job_metrics, results, run_cli
-from omegaconf import OmegaConf
 
 from sweeper import memory, train
 from sweeper.record import checkpoint
-from sweeper.train import fused
+from sweeper.train.plan import plan
 
 RUN = [*FAST, "histograms=false", "max_steps=1000"]
 
@@ -40,7 +39,7 @@ def checkpoint_steps(folder: Path) -> list[int]:
 
 def same_parameters(a: Path, b: Path, step: int) -> None:
     pa, pb = (checkpoint.load(d / "checkpoints" / f"step_{step}.pkl") for d in (a, b))
-    for layer in ("hidden", "output"):
+    for layer in ("layer1", "layer2"):
         for name in ("kernel", "bias"):
             np.testing.assert_array_equal(pa["params"][layer][name], pb["params"][layer][name])
 
@@ -74,7 +73,7 @@ def test_a_stop_signal_checkpoints_where_the_run_is_and_the_rerun_continues_exac
 
 @pytest.mark.slow
 def test_a_fused_sweep_stops_gracefully_and_resumes_exactly(tmp_path):
-    args = ["-m", *RUN, "hidden=16,32", "lr=0.001,0.002", "hydra/launcher=fused", "hydra.launcher.hidden=pad"]
+    args = ["-m", *RUN, "hidden=16,32", "lr=0.001,0.002", "hydra/launcher=fused", "hydra.launcher.widths=pad"]
     whole = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr
     sweep = tmp_path / "stopped"
@@ -155,13 +154,13 @@ def test_an_impossible_size_is_refused_in_seconds_with_one_line(tmp_path):
 
 
 def test_fused_chunks_follow_the_memory_estimate(monkeypatch):
-    cfgs = [OmegaConf.to_container(compose_config(*FAST, f"lr={lr}"), resolve=True) for lr in (1, 2, 3, 4, 5)]
-    per_member = memory.member_bytes(OmegaConf.create(cfgs[0]))
-    data = memory.dataset_bytes(OmegaConf.create(cfgs[0]).data)
+    cfgs = [compose_config(*FAST, f"lr={lr}") for lr in (1, 2, 3, 4, 5)]
+    per_member = memory.member_bytes(cfgs[0])
+    data = memory.dataset_bytes(cfgs[0].data)
     monkeypatch.setattr(memory, "available_bytes", lambda: (2 * (data + 2 * per_member), "test memory"))
     # Half the memory holds the data and two members: programs of at most two.
-    assert [len(g) for g in fused.plan(cfgs, pad_hidden=True, max_batch=None)] == [2, 2, 1]
-    assert [len(g) for g in fused.plan(cfgs, pad_hidden=True, max_batch=5)] == [5]
-    memory.check_fits(OmegaConf.create(cfgs[0]), members=4)  # all of it: four fit
+    assert [len(g) for g in plan(cfgs, pad_widths=True, max_batch=None).groups] == [2, 2, 1]
+    assert [len(g) for g in plan(cfgs, pad_widths=True, max_batch=5, check_memory=False).groups] == [5]
+    memory.check_fits(cfgs[0], members=4)  # all of it: four fit
     with pytest.raises(memory.ConfigError, match="for 20 fused runs of this model"):
-        memory.check_fits(OmegaConf.create(cfgs[0]), members=20)
+        memory.check_fits(cfgs[0], members=20)

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from sweeper.sweep.callbacks import configure_parallel_workers
+from sweeper.callbacks import configure_parallel_workers
 from sweeper.trial import storage
 
 pytestmark = pytest.mark.slow

@@ -34,7 +34,7 @@ LAUNCHERS = {
     "basic": [],
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     "submitit": ["hydra/launcher=submitit_local"],
-    "fused": ["hydra/launcher=fused", "hydra.launcher.hidden=pad"],
+    "fused": ["hydra/launcher=fused", "hydra.launcher.widths=pad"],
 }
 
 
@@ -69,7 +69,7 @@ def test_successive_halving_ranks_every_width_together(tmp_path):
     widths, lrs = (16, 32), ("0.0003", "0.001", "0.003", "0.01")
     cfgs = [compose_config(*FAST, f"hidden={h}", f"lr={lr}", "max_steps=100") for h in widths for lr in lrs]
     workdirs = [tmp_path / f"h{h}-lr{lr}" for h in widths for lr in lrs]
-    got = fused.train_group(cfgs, workdirs, hidden="group", halving=Halving((50,), keep=0.3))
+    got = fused.train_group(cfgs, workdirs, widths="group", halving=Halving((50,), keep=0.3))
     # ceil(0.3 * 8) = 3 go on; ranking each width alone would keep ceil(0.3 * 4) = 2 of each.
     assert sorted(m["status"] for m in got) == ["ok"] * 3 + ["pruned"] * 5
     assert {m["timings"]["fused_jobs"] for m in got} == {4}  # two programs, one per width
@@ -143,7 +143,7 @@ def test_pbt_copies_members_exactly_and_a_schedule_replays_its_member(tmp_path):
 
 
 def jax_leaves(tree: dict) -> list:
-    return [tree[layer][name] for layer in ("hidden", "output") for name in ("kernel", "bias")]
+    return [tree[layer][name] for layer in ("layer1", "layer2") for name in ("kernel", "bias")]
 
 
 @pytest.mark.slow

@@ -473,7 +473,7 @@ def test_an_optuna_study_with_pruning_trains_each_batch_as_one_fused_slurm_job(s
     args = ["-m", "sweep=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
     args += [a for a in SWEEP if not a.startswith(("hidden=", "max_steps="))] + ["max_steps=300"]
     result = run_cli(
-        *args, *pruner, *ON_FUSED_SLURM, "hydra.launcher.hidden=pad", f"hydra.sweep.dir={tmp_path}"
+        *args, *pruner, *ON_FUSED_SLURM, "hydra.launcher.widths=pad", f"hydra.sweep.dir={tmp_path}"
     )
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="sweeper", storage=storage(str(tmp_path / "optuna.journal")))
@@ -565,7 +565,7 @@ def test_the_fused_launcher_submits_hydras_sbatch_script_with_a_group_per_task(t
     for r, job_id in zip(returns, ("42_0", "42_1"), strict=True):
         assert r["error"].startswith(f"SLURM job {job_id} ended without a result"), r["error"]
     one_group = launch(
-        "fused", tmp_path / "one", fake_slurm(tmp_path / "one"), *overrides, "hydra.launcher.hidden=pad"
+        "fused", tmp_path / "one", fake_slurm(tmp_path / "one"), *overrides, "hydra.launcher.widths=pad"
     )
     (script,) = submitted(tmp_path / "one")
     assert "#SBATCH --array" not in script  # both widths padded into one program: a single job
@@ -578,20 +578,20 @@ def test_the_fused_launcher_submits_hydras_sbatch_script_with_a_group_per_task(t
     [
         (
             ["hidden=16,32", "hydra.launcher.pbt.interval=50"],  # two widths on CPU: two groups
-            "error: hydra.launcher.pbt copies members within one SLURM job: its 2 configs need "
-            "hydra.launcher.max_batch >= 2 (and one width or hidden=pad), got 2 groups",
+            "error: hydra.launcher.pbt copies members within one program: its 2 configs need "
+            "hydra.launcher.max_batch >= 2 (and one width or hydra.launcher.widths=pad), got 2 groups",
         ),
         (
             ["lr=0.001,0.002", "hydra.launcher.gpus_per_node=2", "hydra.launcher.devices=4"],
             "error: hydra.launcher.devices must be at most the 2 GPU(s) each SLURM job gets "
             "(hydra.launcher.gpus_per_node), got 4",
         ),
-        (["lr=0.001,0.002", "hydra.launcher.hidden=wide"], "error: hydra.launcher.hidden must be auto,"),
+        (["lr=0.001,0.002", "hydra.launcher.widths=wide"], "error: hydra.launcher.widths must be auto,"),
         (
             ["lr=0.001,0.002,0.003", "hydra.launcher.pbt.interval=50", "hydra.launcher.max_batch=2"]
             + ["hydra.launcher.per_job=3"],
             "error: hydra.launcher.pbt copies members within one program, which a slot pool is not: "
-            "hydra.launcher.per_job (3) must not exceed max_batch (2)",
+            "its 3 configs need hydra.launcher.max_batch >= 3 (and per_job, on SLURM, at most max_batch)",
         ),
         (
             ["lr=0.001,0.002", "hydra.launcher.halving=true", "data.val_size=0"],

@@ -175,6 +175,6 @@ def test_rerun_after_sigkill_skips_finished_jobs_and_resumes_the_interrupted_one
         a, b = job_dir(tmp_path / "whole", name), job_dir(killed, name)
         assert results(metrics_of(a)) == results(metrics_of(b)), name
         ca, cb = (checkpoint.load(d / "checkpoints" / "step_600.pkl") for d in (a, b))
-        assert (ca["params"]["hidden"]["kernel"] == cb["params"]["hidden"]["kernel"]).all()
+        assert (ca["params"]["layer1"]["kernel"] == cb["params"]["layer1"]["kernel"]).all()
     rows = list(csv.DictReader((killed / "summary.csv").open()))
     assert sorted(r["hidden"] for r in rows) == ["16", "32", "48"] and {r["status"] for r in rows} == {"ok"}

@@ -74,7 +74,7 @@ def test_tensorboard_events(cli_run):
         ("loss/train", "loss"),
     ):
         assert events.Scalars(tag)[-1].value == pytest.approx(metrics[key]), tag
-    tensors = {"tensors/logits", "tensors/weights/hidden/kernel", "tensors/weights/output/kernel"}
+    tensors = {"tensors/logits", "tensors/weights/layer1/kernel", "tensors/weights/layer2/kernel"}
     assert tensors <= set(tags["histograms"])
 
     content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
@@ -103,7 +103,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     second = train.train_and_evaluate(cfg, tmp_path / "b")
     assert results(first) == results(second)
     a, b = (checkpoint.load(p / "checkpoints" / "step_100.pkl") for p in (tmp_path / "a", tmp_path / "b"))
-    np.testing.assert_array_equal(a["params"]["hidden"]["kernel"], b["params"]["hidden"]["kernel"])
+    np.testing.assert_array_equal(a["params"]["layer1"]["kernel"], b["params"]["layer1"]["kernel"])
     other = train.train_and_evaluate(compose_config(*FAST, "max_steps=100", "seed=1"), tmp_path / "c")
     assert results(other) != results(first)
 

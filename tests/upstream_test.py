@@ -19,9 +19,9 @@ from hydra.types import HydraContext
 from omegaconf import OmegaConf
 from slurm.fake import fake_slurm, launch
 
+from sweeper.callbacks import count_jobs
 from sweeper.config import sweep_overrides
 from sweeper.sweep import upstream
-from sweeper.sweep.callbacks import count_jobs
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
@@ -118,9 +118,7 @@ def test_count_jobs_counts_what_hydras_basic_sweeper_launches(params, task):
     try:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     except ImportError as error:
-        pytest.fail(
-            f"Hydra moved its BasicSweeper ({error}): check that sweeper.sweep.callbacks.count_jobs agrees"
-        )
+        pytest.fail(f"Hydra moved its BasicSweeper ({error}): check that sweeper.callbacks.count_jobs agrees")
     try:
         batches = BasicSweeper.split_arguments(sweep_overrides(config.hydra), None)
         launched = sum(len(batch) for batch in batches)

@@ -24,16 +24,15 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sweeper import signals
-from sweeper.cli import one_line, user_errors
+from sweeper.config import fuse_key
+from sweeper.errors import one_line, user_errors
 from sweeper.sweep.locks import JobLock
 from sweeper.train import fused
-from sweeper.train.controllers import AsyncHalving, Halving, PopulationBasedTraining, default_rungs
 from sweeper.train.devices import local_devices
+from sweeper.train.plan import Plan, Search, pads_widths, plan, stream_plan
 from sweeper.train.run import enable_compilation_cache
 
 log = logging.getLogger(__name__)
-
-RUNG_FILE = "halving_rungs.jsonl"  # asynchronous halving's results, in the sweep folder
 
 
 @dataclass
@@ -60,41 +59,42 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
 def launch_jobs(launcher: Any, jobs: list[FusedJob]) -> list[JobReturn]:
     """Train the fusable `jobs` as fused programs, run the others through the task function; each
     one's JobReturn, in order. `launcher` has the fused launcher's settings and Hydra context."""
-    config, settings = launcher.config, launcher.settings
-    devices = len(local_devices(settings.devices))  # more than the machine has: an error before any work
+    config = launcher.config
+    devices = local_devices(launcher.settings.devices)  # more than the machine has: an error before any work
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
         fusable = [job for job in jobs if _accept(job, held)]
-        pad = pad_hidden(settings)
-        groups = fused.plan(
-            [j.cfg_dict for j in fusable],
-            pad_hidden=pad,
-            max_batch=settings.max_batch,
-            devices=devices,
-        )
-        halving, pbt = controllers(settings, [j.task_cfg for j in fusable], config.hydra.sweep.dir)
-        if not (halving or pbt):
-            groups = [g for g in groups if len(g) > 1]  # a group of one gains nothing from fusing alone
-        fused_jobs = [fusable[i] for g in groups for i in g]
-        fused_idx = {job.idx for job in fused_jobs}
+        planned = sweep_plan(launcher, [j.task_cfg for j in fusable], devices).without_singles()
+        fused_idx = {fusable[i].idx for g in planned.groups for i in g.members}
         for job in fusable:
             if job.idx not in fused_idx:
                 job.lock.release()
-        fused.check_group([j.task_cfg for j in fused_jobs], halving=halving, pbt=pbt)
+        pools = f" (slot pools: {len(planned.pools)})" if planned.pools else ""
         log.info(
-            "Launching %d jobs: %d fused in %d program(s), %d one by one",
+            "Launching %d jobs: %d fused in %d program(s)%s, %d one by one",
             len(jobs),
-            len(fused_jobs),
-            len(groups),
-            len(jobs) - len(fused_jobs),
+            len(fused_idx),
+            len(planned.groups),
+            pools,
+            len(jobs) - len(fused_idx),
         )
-        if fused_jobs:
-            _train(launcher, fused_jobs, "pad" if pad else "group", halving, pbt)
+        if fused_idx:
+            _train(launcher, fusable, planned)
     for job in jobs:
         if job.result is None:  # not fused, or its fused training failed
             job.result = run_task(launcher, job, launcher.task_function)
     return [job.result for job in jobs]
+
+
+def sweep_plan(launcher: Any, cfgs: list[DictConfig], devices: list) -> Plan:
+    """The plan of the fused launcher's `cfgs` (its settings; widths=auto resolved for `devices`)."""
+    settings, sweep_dir = launcher.settings, launcher.config.hydra.sweep.dir
+    search = Search.of(settings, cfgs[0], sweep_dir) if cfgs else Search()
+    pad = pads_widths(settings.widths, accelerator=devices[0].platform != "cpu")
+    if settings.widths == "auto":
+        log.info("fused launcher: widths=%s on %s", "pad" if pad else "group", devices[0].platform)
+    return plan(cfgs, pad_widths=pad, max_batch=settings.max_batch, search=search, devices=len(devices))
 
 
 def launch_stream(
@@ -109,62 +109,78 @@ def launch_stream(
     ends. Jobs the pool cannot take (another app's, finished, another fuse key) run through the task
     function when asked. Every job's JobReturn, in the order asked."""
     setup_globals()
-    config, settings = launcher.config, launcher.settings
-    local_devices(settings.devices)  # more than the machine has: an error before any work
+    config = launcher.config
+    local_devices(launcher.settings.devices)  # more than the machine has: an error before any work
     check_stream(launcher)
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    jobs: list[FusedJob] = []
-    pooled: list[FusedJob] = []
-    key: list[str] = []  # the pool's fuse key, once its first job is in
-
-    def returned(job: FusedJob, task: Any) -> None:
-        job.result = run_task(launcher, job, task)
-        on_return(job.idx - initial_job_idx, job.result)
-
     with contextlib.ExitStack() as held:
+        stream = Stream(launcher, next_overrides, on_return, initial_job_idx, held)
+        first = stream.next_configs(slots)
+        if first:
+            stream.train(first, slots)
+        for job in [j for j in stream.pooled if j.result is None]:  # its fused training failed
+            stream.returned(job, launcher.task_function)
+    return [job.result for job in stream.jobs]
 
-        def next_configs(free: int) -> list[tuple[Any, Path, Path | None]]:
-            out = []
-            while len(out) < free and (overrides := next_overrides()) is not None:
-                job = compose_job(launcher, list(overrides), initial_job_idx + len(jobs))
-                jobs.append(job)
-                if _accept(job, held) and (not key or fused_key(job) == key[0]):
-                    key[:] = [fused_key(job)]
-                    _write_record(job)
-                    pooled.append(job)
-                    out.append((job.task_cfg, job.output_dir, job.log_file))
-                    continue
-                if job.lock is not None:  # fusable, but not with the pool's jobs
-                    job.lock.release()
-                returned(job, launcher.task_function)
-            return out
 
-        first = next_configs(slots)
-        halving = controllers(settings, [first[0][0]], config.hydra.sweep.dir)[0] if first else None
+class Stream:
+    """The jobs of a stream as they are asked: composed, taken into the pool when they share its fuse
+    key (and locked), else run through the task function at once."""
+
+    def __init__(
+        self, launcher: Any, next_overrides: Callable, on_return: Callable, first_idx: int, held: Any
+    ):
+        self.launcher, self.next_overrides, self.on_return = launcher, next_overrides, on_return
+        self.first_idx, self.held = first_idx, held
+        self.jobs: list[FusedJob] = []
+        self.pooled: list[FusedJob] = []
+        self.key: str | None = None  # the pool's fuse key, once its first job is in
+
+    def returned(self, job: FusedJob, task: Any) -> None:
+        job.result = run_task(self.launcher, job, task)
+        self.on_return(job.idx - self.first_idx, job.result)
+
+    def next_configs(self, free: int) -> list[tuple[Any, Path, Path | None]]:
+        """Up to `free` jobs the pool takes, as (task config, folder, log file); the others asked
+        meanwhile run through the task function."""
+        out = []
+        while len(out) < free and (overrides := self.next_overrides()) is not None:
+            job = compose_job(self.launcher, list(overrides), self.first_idx + len(self.jobs))
+            self.jobs.append(job)
+            if _accept(job, self.held) and self.key in (None, fused_key(job)):
+                self.key = fused_key(job)
+                _write_record(job)
+                self.pooled.append(job)
+                out.append((job.task_cfg, job.output_dir, job.log_file))
+                continue
+            if job.lock is not None:  # fusable, but not with the pool's jobs
+                job.lock.release()
+            self.returned(job, self.launcher.task_function)
+        return out
+
+    def train(self, first: list[tuple[Any, Path, Path | None]], slots: int) -> None:
+        settings, config = self.launcher.settings, self.launcher.config
+        search = Search.of(settings, first[0][0], config.hydra.sweep.dir)
         prefetched = [first]
 
         def source(free: int) -> list[tuple[Any, Path, Path | None]]:
-            return prefetched.pop() if prefetched else next_configs(free)
+            return prefetched.pop() if prefetched else self.next_configs(free)
 
         def ended(i: int, metrics: dict[str, Any]) -> None:
-            _finish(launcher, pooled[i], metrics)
-            on_return(pooled[i].idx - initial_job_idx, pooled[i].result)
+            _finish(self.launcher, self.pooled[i], metrics)
+            self.on_return(self.pooled[i].idx - self.first_idx, self.pooled[i].result)
 
-        if first:
-            with _fused_training(launcher, pooled, first[0][0]):
-                fused.train_stream(
-                    source,
-                    slots=slots,
-                    halving=halving,
-                    log_format=_log_format(config),
-                    device_data=launcher.device_data,
-                    on_end=ended,
-                    devices=settings.devices,
-                )
-        for job in [j for j in pooled if j.result is None]:  # its fused training failed
-            returned(job, launcher.task_function)
-    return [job.result for job in jobs]
+        with _fused_training(self.launcher, self.pooled, first[0][0]):
+            fused.train_stream(
+                source,
+                slots=slots,
+                search=search,
+                log_format=_log_format(config),
+                device_data=self.launcher.device_data,
+                on_end=ended,
+                devices=settings.devices,
+            )
 
 
 def check_stream(launcher: Any) -> None:
@@ -174,17 +190,15 @@ def check_stream(launcher: Any) -> None:
     sweep_cfg = copy.deepcopy(config)
     with read_write(sweep_cfg), open_dict(sweep_cfg):
         del sweep_cfg["hydra"]
-    if fused.accepts(sweep_cfg, Path(str(config.hydra.sweep.dir)) / ".none") is None:
+    if not fused.accepts(sweep_cfg, Path(str(config.hydra.sweep.dir)) / ".none"):
         return  # another app's config: its jobs run through the task function
-    halving, _ = controllers(launcher.settings, [sweep_cfg], config.hydra.sweep.dir)
-    fused.check_group([sweep_cfg], halving=halving, pbt=None)
+    search = Search.of(launcher.settings, sweep_cfg, config.hydra.sweep.dir)
+    stream_plan([sweep_cfg], slots=1, search=search)
 
 
 def fused_key(job: FusedJob) -> str:
     """The fuse key of a job in a stream's pool (widths padded)."""
-    from sweeper.config import fuse_key
-
-    return fuse_key(job.cfg_dict, pad_hidden=True)
+    return fuse_key(job.cfg_dict, pad_widths=True)
 
 
 def compose_job(launcher: Any, overrides: list[str], idx: int, job_id: Any = None) -> FusedJob:
@@ -207,9 +221,9 @@ def is_fusable(job: FusedJob) -> bool:
     task_cfg = copy.deepcopy(job.config)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
-    cfg_dict = fused.accepts(task_cfg, job.output_dir)
-    if cfg_dict is None:
+    if not fused.accepts(task_cfg, job.output_dir):
         return False
+    cfg_dict = OmegaConf.to_container(task_cfg, resolve=True, enum_to_str=True)
     OmegaConf.update(task_cfg, "resume", True)  # as every sweep job does
     job.task_cfg, job.cfg_dict = task_cfg, cfg_dict
     return True
@@ -228,37 +242,6 @@ def _accept(job: FusedJob, held: contextlib.ExitStack) -> bool:
     return True
 
 
-def pad_hidden(settings: Any) -> bool:
-    if settings.hidden == "auto":
-        import jax
-
-        # Measured on a 2-core CPU: grouping by width beats padding (padding costs about the extra
-        # arithmetic); on an accelerator a single small program is dispatch-bound and padding wins.
-        settings.hidden = "group" if jax.default_backend() == "cpu" else "pad"
-        log.info("fused launcher: hidden=%s on %s", settings.hidden, jax.default_backend())
-    return settings.hidden == "pad"
-
-
-def controllers(
-    settings: Any, cfgs: list[DictConfig], sweep_dir: Any
-) -> tuple[Halving | AsyncHalving | None, PopulationBasedTraining | None]:
-    """The successive halving and population-based training that `settings` ask for (else None)."""
-    if not cfgs:
-        return None, None
-    cfg = cfgs[0]
-    halving = pbt = None
-    if settings.halving:
-        rungs = tuple(sorted({int(r) for r in settings.rungs or default_rungs(cfg.max_steps, settings.keep)}))
-        if settings.halving == "async":  # its results in the sweep folder: a rerun ranks against them
-            halving = AsyncHalving(rungs, settings.keep, Path(str(sweep_dir)) / RUNG_FILE)
-        else:
-            halving = Halving(rungs, settings.keep)
-    if settings.pbt.interval:
-        p = settings.pbt
-        pbt = PopulationBasedTraining(p.interval, p.quantile, tuple(float(f) for f in p.factors), cfg.seed)
-    return halving, pbt
-
-
 def _write_record(job: FusedJob) -> None:
     """The job's `.hydra/` record now, as run_job writes it, so that the sweep's summary lists it while it
     trains and its hydra.yaml says which job trains it (run_job rewrites them when it ends)."""
@@ -272,28 +255,20 @@ def _write_record(job: FusedJob) -> None:
     (folder / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": job.config.hydra}))
 
 
-def _train(
-    launcher: Any,
-    jobs: list[FusedJob],
-    hidden: str,
-    halving: Halving | AsyncHalving | None,
-    pbt: PopulationBasedTraining | None,
-) -> None:
-    for job in jobs:
-        _write_record(job)
-    with _fused_training(launcher, jobs, jobs[0].task_cfg):
-        fused.train_group(
-            [j.task_cfg for j in jobs],
-            [j.output_dir for j in jobs],
-            hidden=hidden,
-            max_batch=launcher.settings.max_batch,
-            halving=halving,
-            pbt=pbt,
-            log_files=[j.log_file for j in jobs],
-            log_format=_log_format(jobs[0].config),
+def _train(launcher: Any, fusable: list[FusedJob], planned: Plan) -> None:
+    """Train the planned groups of the `fusable` jobs (the plan's configs, in order)."""
+    for group in planned.groups:
+        for i in group.members:
+            _write_record(fusable[i])
+    fused_jobs = [fusable[i] for g in planned.groups for i in g.members]
+    with _fused_training(launcher, fused_jobs, fused_jobs[0].task_cfg):
+        fused.train_plan(
+            planned,
+            [j.output_dir for j in fusable],
+            log_files=[j.log_file for j in fusable],
+            log_format=_log_format(fusable[0].config),
             device_data=launcher.device_data,
-            on_end=lambda i, metrics: _finish(launcher, jobs[i], metrics),
-            devices=launcher.settings.devices,
+            on_end=lambda i, metrics: _finish(launcher, fusable[i], metrics),
         )
 
 

@@ -25,7 +25,10 @@ class FusedLauncherConf:
     # Most configs in one program, bigger groups are split into chunks; null: as many as half the
     # device's memory holds (sweeper.memory's estimate).
     max_batch: int | None = None
-    hidden: str = "auto"  # group: a program per width | pad: pad to the widest | auto: group on CPU, else pad
+    # Configs of different `hidden`: group: a program per width | pad: one program, zero-padded to the
+    # widest | auto: group on CPU, else pad.
+    widths: str = "auto"
+    hidden: str | None = None  # the old name of `widths`: refused, with the new one
     # true: successive halving across every program of the sweep; async: asynchronous (ASHA), each
     # member judged as it reaches a rung, against those that reached it so far (slot pools keep it)
     halving: Any = False
@@ -56,8 +59,12 @@ def check_settings(settings: FusedLauncherConf) -> None:
             f"max_batch must be >= 1, got {settings.max_batch}",
         ),
         (
-            settings.hidden in ("auto", "group", "pad"),
-            f"hidden must be auto, group or pad, got {settings.hidden!r}",
+            settings.hidden is None,
+            f"hidden is now hydra.launcher.widths (auto, group or pad): set widths={settings.hidden}",
+        ),
+        (
+            settings.widths in ("auto", "group", "pad"),
+            f"widths must be auto, group or pad, got {settings.widths!r}",
         ),
         (
             settings.halving in (True, False, "async"),

@@ -27,9 +27,10 @@ from hydra.core.utils import JobReturn, setup_globals
 
 from hydra_plugins.sweeper_fused import _core as fused_core
 from sweeper import signals
-from sweeper.cli import finished_metrics
 from sweeper.config import ConfigError
-from sweeper.train import fused
+from sweeper.record.writer import finished_metrics
+from sweeper.train.plan import Plan, Search, pads_widths
+from sweeper.train.plan import plan as plan_groups
 
 from . import _core
 
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Plan:
-    """The sweep's jobs as the launcher handles them: `groups` of job positions, one SLURM task each,
+class Submission:
+    """The sweep's jobs as the launcher submits them: `groups` of job positions, one SLURM task each,
     and the positions of the jobs that `finished` before."""
 
     jobs: list[fused_core.FusedJob]
@@ -46,8 +47,9 @@ class Plan:
     finished: list[int]
 
 
-def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Plan:
-    """Compose and group the jobs; raise ConfigError, before any work, where they cannot train as asked."""
+def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Submission:
+    """Compose the jobs and plan them into SLURM tasks (sweeper.train.plan, as the fused launcher plans
+    its programs); raise ConfigError, before any work, where they cannot train as asked."""
     setup_globals()
     settings = launcher.settings
     gpus = _gpus_per_job(launcher.params)
@@ -56,36 +58,18 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
             f"hydra.launcher.devices must be at most the {gpus} GPU(s) each SLURM job gets "
             f"(hydra.launcher.gpus_per_node), got {settings.devices}"
         )
-    if settings.hidden == "auto":  # decided here, for the node the jobs get: see fused_core.pad_hidden
-        settings.hidden = "pad" if gpus else "group"
+    # widths=auto decided here, for the nodes the jobs get, so that each job trains as planned.
+    settings.widths = "pad" if pads_widths(settings.widths, accelerator=gpus > 0) else "group"
     jobs = [
         fused_core.compose_job(launcher, list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)
     ]
-    finished = [i for i, job in enumerate(jobs) if finished_metrics(job.output_dir) is not None]
-    fusable = [i for i, job in enumerate(jobs) if i not in finished and fused_core.is_fusable(job)]
-    cfg_dicts = [jobs[i].cfg_dict for i in fusable]
-    # Configs per job: per_job (a slot pool of max_batch rows in each job), else max_batch; null: all of
-    # a fuse key, which the job splits by its own memory.
-    max_batch = launcher.per_job or settings.max_batch or max(len(fusable), 1)
-    groups = [
-        [fusable[i] for i in g]
-        for g in fused.plan(cfg_dicts, pad_hidden=settings.hidden == "pad", max_batch=max_batch)
+    finished = [
+        i for i, job in enumerate(jobs) if finished_metrics(job.output_dir, warn=log.warning) is not None
     ]
-    cfgs = [jobs[i].task_cfg for i in fusable]
-    halving, pbt = fused_core.controllers(settings, cfgs, launcher.config.hydra.sweep.dir)
-    fused.check_group(cfgs, halving=halving, pbt=pbt)
-    if pbt and launcher.per_job and settings.max_batch and launcher.per_job > settings.max_batch:
-        raise ConfigError(
-            "hydra.launcher.pbt copies members within one program, which a slot pool is not: "
-            f"hydra.launcher.per_job ({launcher.per_job}) must not exceed max_batch ({settings.max_batch})"
-        )
-    if pbt and len(groups) > 1:
-        raise ConfigError(
-            f"hydra.launcher.pbt copies members within one SLURM job: its {len(fusable)} configs need "
-            f"hydra.launcher.max_batch >= {len(fusable)} (and one width or hidden=pad), got "
-            f"{len(groups)} groups"
-        )
-    if halving and len(groups) > 1:
+    fusable = [i for i, job in enumerate(jobs) if i not in finished and fused_core.is_fusable(job)]
+    planned = _plan_tasks(launcher, [jobs[i].task_cfg for i in fusable])
+    groups = [[fusable[i] for i in g.members] for g in planned.groups]
+    if planned.search.halving and len(groups) > 1:
         log.info("halving ranks the members of each of the %d SLURM jobs on their own", len(groups))
     taken = set(finished) | set(fusable)
     groups += [[i] for i in range(len(jobs)) if i not in taken]  # other apps, mode=eval: one job each
@@ -97,7 +81,22 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
         len(jobs) - len(fusable) - len(finished),
         len(finished),
     )
-    return Plan(jobs, groups, finished)
+    return Submission(jobs, groups, finished)
+
+
+def _plan_tasks(launcher: Any, cfgs: list[Any]) -> Plan:
+    """The fusable configs in groups of `per_job` (each job a slot pool of max_batch rows), else
+    `max_batch` (one program each); null: all of a fuse key, which the job splits by its own memory.
+    Each job plans its own programs from its group; memory is checked there, on its node."""
+    settings = launcher.settings
+    search = Search.of(settings, cfgs[0], launcher.config.hydra.sweep.dir) if cfgs else Search()
+    per_job = launcher.per_job or settings.max_batch or max(len(cfgs), 1)
+    pooled = bool(launcher.per_job and settings.max_batch and launcher.per_job > settings.max_batch)
+    search.check_one_program(len(cfgs), 1, pooled=pooled)
+    pad = settings.widths == "pad"
+    return plan_groups(
+        cfgs, pad_widths=pad, max_batch=per_job, search=search, pools=False, check_memory=False
+    )
 
 
 def _gpus_per_job(params: dict[str, Any]) -> int:
@@ -107,7 +106,9 @@ def _gpus_per_job(params: dict[str, Any]) -> int:
     )
 
 
-def submit(launcher: Any, planned: Plan, map_array: Any, fn: Any, job_args: list[tuple]) -> list[JobReturn]:
+def submit(
+    launcher: Any, planned: Submission, map_array: Any, fn: Any, job_args: list[tuple]
+) -> list[JobReturn]:
     """Submit each group as one task of one array (`fn`: the launcher; its `__call__` takes the group's
     job arguments as upstream made them), run the finished jobs here, and wait for the groups."""
     returns: list[JobReturn | None] = [None] * len(job_args)

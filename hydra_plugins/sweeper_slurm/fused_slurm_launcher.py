@@ -28,7 +28,7 @@ if SlurmLauncher is not None:  # without hydra-submitit-launcher it defines noth
     FUSED_KEYS = {f.name for f in fields(FusedLauncherConf)} - {"_target_"}
 
     class SweeperFusedSlurmLauncher(SweeperSlurmLauncher):
-        """The SLURM launcher's keys, and the fused launcher's (`max_batch`, `hidden`, `halving`,
+        """The SLURM launcher's keys, and the fused launcher's (`max_batch`, `widths`, `halving`,
         `keep`, `rungs`, `pbt`, `devices`), which stay out of sbatch's parameters."""
 
         def __init__(self, per_job: int | None = None, **params: Any) -> None:

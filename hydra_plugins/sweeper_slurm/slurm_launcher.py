@@ -3,13 +3,13 @@
     python run.py -m sweep=article hydra/launcher=slurm hydra.launcher.partition=<yours>
 
 Hydra's own launcher submits the sweep as one array and then waits on each job's `results()`. Where a
-job ends without a result (`scancel`, a node failure) submitit asks `sacct`: without accounting it
-waits forever, with accounting it raises, and the multirun stops before its summary. This launcher runs
+job ends without a result (`scancel`, a node failure) submitit asks `sacct`: without accounting it waits
+forever, with accounting it raises, and the multirun stops before its summary. This launcher runs
 Hydra's own `launch` (the same executor, sbatch parameters and array) and replaces only that wait
 (`_core.wait`, through `sweeper.sweep.upstream.submitit_launch_submits_with`): a job that SLURM no
-longer lists and that left no result becomes a failed job with a message naming it, the multirun
-goes on to its end (the summary shows the job interrupted or unfinished), and the process then
-exits 1 with one line saying which jobs a rerun of the sweep resumes. Each job runs upstream's `__call__`, and submitit's
+longer lists and that left no result becomes a failed job with a message naming it, the multirun goes on
+to its end (the summary shows the job interrupted or unfinished), and the process then exits 1 with one
+line saying which jobs a rerun of the sweep resumes. Each job runs upstream's `__call__`, and submitit's
 USR2 handler requeues it through upstream's `checkpoint`.
 
 The work is in `_core.py`, imported only when launching: Hydra imports this module on every app's

@@ -23,6 +23,7 @@ from flax import nnx
 
 from sweeper import safe_pickle
 from sweeper.files import atomic_write
+from sweeper.task import model
 
 FORMAT = "sweeper-checkpoint/1"
 _NAME = re.compile(r"step_(\d+)\.pkl")
@@ -117,6 +118,8 @@ def load(path: Path) -> dict:
         raise CheckpointError(f"{path} is truncated or not a checkpoint ({e})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
+    if isinstance(payload.get("params"), dict):  # written before the layers took today's names: renamed
+        payload["params"] = model.with_current_names(payload["params"])
     return payload
 
 

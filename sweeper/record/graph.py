@@ -2,7 +2,7 @@
 
 The graph is read off the jaxpr of one run's `train_step.gradient_step`, traced on abstract shapes
 (nothing is computed or compiled): one node per JAX primitive, named by the `jax.named_scope`s of
-sweeper.task.model and sweeper.task.train_step (`hidden`, `output`, `loss/cross_entropy`, `loss/l2`,
+sweeper.task.model and sweeper.task.train_step (`layer1`, `layer2`, `loss/cross_entropy`, `loss/l2`,
 `optimizer`, ...), the backward pass under `gradients/`, and each edge labelled with its shape. Calls
 to jitted helpers (relu, logsumexp, ...) are opened up into a scope of their own name.
 """
@@ -91,7 +91,7 @@ def _names(tree: dict[str, Any], role: str) -> list[str]:
 
 
 def _keys(path: tuple) -> list[str]:
-    """A pytree path as plain names: `params['hidden']['kernel']` -> hidden, kernel."""
+    """A pytree path as plain names: `params['layer1']['kernel']` -> layer1, kernel."""
     names = []
     for entry in path:
         for attribute in ("key", "name", "idx"):
@@ -181,7 +181,7 @@ def _called_jaxpr(eqn: Any) -> jax_core.Jaxpr | None:
 
 
 def _scope(name_stack: str) -> list[str]:
-    """Scope names from a JAX name stack: `jvp(hidden)` -> hidden; the backward pass,
+    """Scope names from a JAX name stack: `jvp(layer1)` -> layer1; the backward pass,
     `transpose(jvp(loss))/l2`, -> gradients/loss/l2."""
     scope: list[str] = []
     for entry in filter(None, name_stack.split("/")):

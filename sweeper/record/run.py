@@ -1,8 +1,9 @@
 """What a run leaves in its folder, whoever trains it: log lines, TensorBoard events, checkpoints and
 metrics.json.
 
-One `RunRecord` per run. The engine decides when to write (sweeper.train.engine); this module decides what
-is written and how, the same for a single run and for every member of a fused group.
+One `RunRecord` per run. The engine decides when to write (sweeper.train.engine) and tells the record what
+it needs as plain values (sweeper.record.views); this module decides what is written and how, the same for
+a single run and for every member of a fused group.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from omegaconf import OmegaConf
 
 from sweeper import config
 from sweeper.record import checkpoint, graph
+from sweeper.record.views import Ending, Snapshot, Span, Usage
 from sweeper.record.writer import RunWriter, write_metrics
 from sweeper.status import Status
 
@@ -70,36 +72,34 @@ class RunRecord:
     def histograms(self, step: int, tensors: dict[str, Any]) -> None:
         self.writer.histograms(step, tensors)
 
-    def checkpoint(
-        self, member: Any, step: int, state: tuple[Any, Any], mean_image: Any, attempt: dict
-    ) -> Path:
-        """Save `checkpoints/step_<step>.pkl` of `member` (sweeper.train.program) with its `state` (params,
-        opt_state), its data order, history and last losses, and the cost of every attempt so far."""
-        params, opt_state = state
+    def checkpoint(self, snapshot: Snapshot, attempt: dict) -> Path:
+        """Save `checkpoints/step_<step>.pkl` of the run as `snapshot` has it, with the cost of every attempt
+        so far (this one, `attempt`, last)."""
         path = checkpoint.save(
             self.workdir / "checkpoints",
-            step=step,
+            step=snapshot.step,
             config=self.cfg_dict,
-            params=params,
-            opt_state=opt_state,
-            mean_image=mean_image,
-            data_order=member.order.state(step),
-            history=member.history.as_record(),
+            params=snapshot.params,
+            opt_state=snapshot.opt_state,
+            mean_image=snapshot.mean_image,
+            data_order=snapshot.data_order,
+            history=snapshot.history,
             attempts=[*self.attempts, attempt],
-            last_losses=member.last_losses,
+            last_losses=snapshot.last_losses,
         )
-        self.saved_step = step
+        self.saved_step = snapshot.step
         self.log.info("saved checkpoint %s", path)
         return path
 
-    def finish(self, status: Status, step: int, member: Any, accuracies: tuple | None, cost: Cost) -> None:
-        """End the run: metrics.json (results, cost, history), the final values as each metric's last
-        point (what HParams shows), the HParams session with its status, the closing log lines."""
-        metrics = final_metrics(status, step, member.last_losses, accuracies)
-        metrics.update(cost.of(self.attempts), **member.history.as_record())
-        self.status, self.metrics = status, metrics
+    def finish(self, ending: Ending, cost: Cost) -> None:
+        """End the run as `ending` says: metrics.json (results, cost, history), the final values as each
+        metric's last point (what HParams shows), the HParams session with its status, the closing log
+        lines."""
+        metrics = final_metrics(ending.status, ending.step, ending.last_losses, ending.accuracies)
+        metrics.update(cost.of(self.attempts), **ending.history)
+        self.status, self.metrics = ending.status, metrics
         self.writer.final(metrics)
-        self.writer.session(self.hparams, status)
+        self.writer.session(self.hparams, ending.status)
         write_metrics(self.workdir, metrics)
         if metrics["test_accuracy"] is not None:
             self.log.info("test accuracy %.4f", metrics["test_accuracy"])
@@ -148,32 +148,30 @@ class Clock:
         share_s = (time.perf_counter() - self.started) / self.members
         return {"from_step": start, "to_step": step, "wall_time_s": round(share_s, 3)}
 
-    def cost(self, program: Any, member: Any) -> Cost:
-        """What `member` of `program` (sweeper.train.program) cost in this attempt, and where the time went."""
-        segments = program.segments
+    def cost(self, usage: Usage, span: Span) -> Cost:
+        """What the member at `span` of a program (with `usage`) cost in this attempt, and where the time
+        went."""
         elapsed = time.perf_counter() - self.started
-        first_step_s = segments.first_step_done - self.started if segments.first_step_done else 0.0
-        own = program.step - member.offset
-        steps = own - member.start
+        first_step_s = usage.first_step_done - self.started if usage.first_step_done else 0.0
+        steps = span.step - span.start
         timings = {
             "data_s": round(self.data_s, 3),
-            "compile_s": round(segments.compile_s, 3),
+            "compile_s": round(usage.compile_s, 3),
             "first_step_s": round(first_step_s, 3),
-            "train_s": round(segments.train_s, 3),
+            "train_s": round(usage.train_s, 3),
             "steps_run": steps,
-            "steps_per_s": round(steps / segments.train_s, 1) if segments.train_s > 0 else None,
+            "steps_per_s": round(steps / usage.train_s, 1) if usage.train_s > 0 else None,
         }
-        if program.stacked:
-            timings |= {"fused_jobs": program.initial_size, "fused_wall_time_s": round(elapsed, 3)}
-        if program.pool is not None:  # the slots it shared, and when it held one (program steps)
-            joined = member.offset + member.start
+        if usage.fused_jobs is not None:
+            timings |= {"fused_jobs": usage.fused_jobs, "fused_wall_time_s": round(elapsed, 3)}
+        if usage.pool is not None:  # the slots it shared, and when it held one (program steps)
             timings["pool"] = {
-                "id": program.pool,
-                "slots": program.slots,
-                "joined": joined,
-                "left": program.step,
+                "id": usage.pool.id,
+                "slots": usage.pool.slots,
+                "joined": span.joined,
+                "left": usage.step,
             }
-        return Cost(self.attempt(member.start, own), timings)
+        return Cost(self.attempt(span.start, span.step), timings)
 
 
 @dataclass(frozen=True)

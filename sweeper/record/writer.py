@@ -163,6 +163,12 @@ def read_metrics(workdir: Path, warn: Callable[[str], None] | None = None) -> di
     return metrics
 
 
+def finished_metrics(workdir: Path, warn: Callable[[str], None] | None = None) -> dict | None:
+    """metrics.json of a job that already ended with a result (ok, diverged or pruned), else None."""
+    metrics = read_metrics(workdir, warn=warn)
+    return metrics if metrics is not None and Status(metrics["status"]).is_result else None
+
+
 def record_crash(workdir: Path, hparams: dict[str, Any], error: str, wall_time_s: float) -> None:
     """Leave a crashed sweep job's trace: metrics.json with its error, and a failed HParams session."""
     metrics = {

@@ -31,6 +31,7 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 NUM_CLASSES = 10
 IMAGE_SIZE = 3072  # 32 x 32 x 3
+EVAL_CHUNK = 5000  # images per evaluation call (sweeper.task.train_step): bounds its activations
 # Synthetic class patterns swing +-16 around grey under noise of stddev 64: learnable, not trivial
 # (the default MLP reaches ~70 % test accuracy in 300 steps, chance is 10 %).
 PATTERN_AMPLITUDE = 16.0

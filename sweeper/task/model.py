@@ -31,19 +31,24 @@ class Dense(nnx.Module):
         return x @ self.kernel[...].T + self.bias[...]
 
 
+# What checkpoints written before the layers took the article's names called them.
+FORMER_LAYER_NAMES = {"hidden": "layer1", "output": "layer2"}
+
+
 class MLP(nnx.Module):
-    """Two fully connected layers; weights truncated-normal with stddev 1/sqrt(fan_in), biases zero."""
+    """Two fully connected layers, `layer1` (3072 -> hidden, ReLU) and `layer2` (hidden -> 10), as the
+    article numbers them; weights truncated-normal with stddev 1/sqrt(fan_in), biases zero."""
 
     def __init__(self, hidden: int, *, rngs: nnx.Rngs):
-        self.hidden = Dense(IMAGE_SIZE, hidden, rngs=rngs)
-        self.output = Dense(hidden, NUM_CLASSES, rngs=rngs)
+        self.layer1 = Dense(IMAGE_SIZE, hidden, rngs=rngs)
+        self.layer2 = Dense(hidden, NUM_CLASSES, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         # Named scopes only name the traced ops (TensorBoard's Graphs tab, profiles); the program is the same.
-        with jax.named_scope("hidden"):
-            hidden = jax.nn.relu(self.hidden(x))
-        with jax.named_scope("output"):
-            return self.output(hidden)
+        with jax.named_scope("layer1"):
+            activations = jax.nn.relu(self.layer1(x))
+        with jax.named_scope("layer2"):
+            return self.layer2(activations)
 
 
 def abstract(hidden: int) -> tuple[nnx.GraphDef, nnx.State]:
@@ -57,14 +62,19 @@ def init_params(hidden: int, key: jax.Array) -> nnx.State:
     return nnx.state(MLP(hidden, rngs=nnx.Rngs(params=key)), nnx.Param)
 
 
+def with_current_names(pure_params: dict) -> dict:
+    """A checkpoint's nested parameter dict with its layers under today's names."""
+    return {FORMER_LAYER_NAMES.get(layer, layer): leaves for layer, leaves in pure_params.items()}
+
+
 def hidden_size(pure_params: dict) -> int:
     """The hidden width of a model from its parameters (a checkpoint's nested dict)."""
-    return int(pure_params["hidden"]["kernel"].shape[0])
+    return int(pure_params["layer1"]["kernel"].shape[0])
 
 
 def weight_matrices(params: nnx.State) -> list[jax.Array]:
     """The two kernels: what the L2 term regularises (biases are not)."""
-    return [params["hidden"]["kernel"][...], params["output"]["kernel"][...]]
+    return [params["layer1"]["kernel"][...], params["layer2"]["kernel"][...]]
 
 
 def l2_penalty(params: nnx.State) -> jax.Array:
@@ -74,11 +84,11 @@ def l2_penalty(params: nnx.State) -> jax.Array:
 
 def hidden_unit_axis(path: tuple) -> int | None:
     """The axis that indexes hidden units in a parameter-shaped leaf at `path` (optimizer states hold
-    such leaves too): 0 for hidden.kernel (units, 3072) and hidden.bias, 1 for output.kernel (10, units)."""
+    such leaves too): 0 for layer1.kernel (units, 3072) and layer1.bias, 1 for layer2.kernel (10, units)."""
     keys = [getattr(k, "key", None) for k in path]
-    if "hidden" in keys:
+    if "layer1" in keys:
         return 0
-    if "output" in keys and "kernel" in keys:
+    if "layer2" in keys and "kernel" in keys:
         return 1
     return None
 

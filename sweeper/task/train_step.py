@@ -18,7 +18,6 @@ import optax
 from flax import nnx
 
 from sweeper.config import ConfigError
-from sweeper.memory import EVAL_CHUNK
 from sweeper.task import data, model
 
 
@@ -185,7 +184,7 @@ def count_correct(
     every chunk has one static shape and nothing is padded or copied.
     """
     n = images.shape[0]
-    chunk = min(EVAL_CHUNK, n)
+    chunk = min(data.EVAL_CHUNK, n)
 
     def count(i, correct):
         start = i * chunk
@@ -237,7 +236,7 @@ def members_logits(graphdef, params, images, batch_idx, mean_image, *, stacked: 
 
 
 def weight_tensors(params: Any) -> dict[str, np.ndarray]:
-    """The parameters by TensorBoard tag (`weights/hidden/kernel`, ...), for histograms."""
+    """The parameters by TensorBoard tag (`weights/layer1/kernel`, ...), for histograms."""
     pure = params if isinstance(params, dict) else nnx.to_pure_dict(params)
     return {
         f"weights/{layer}/{name}": np.asarray(value)

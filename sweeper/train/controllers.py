@@ -1,25 +1,25 @@
 """Controllers: what may happen to runs while they train, plugged into the engine (sweeper.train.engine).
 
-Each acts at the end of a segment on the members that reached that step, in every program of the
-engine, so that a decision ranks all of them whatever program (width) they train in.
+Each decides at the end of a segment on the members that reached that step, in every program of the
+engine, so that a decision ranks all of them whatever program (width) they train in; it returns its
+decisions (sweeper.train.control) and the engine carries them out.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from sweeper.config import ConfigError
 from sweeper.status import Status
-from sweeper.train.engine import Controller, Engine
-from sweeper.train.program import Program
+from sweeper.train.control import Controller, CopyMembers, Decision, EndMembers, FollowHistories, Note, Row
+from sweeper.train.program import Member, Program
+from sweeper.train.rung_store import FileRungs, MemoryRungs, RungStore
+from sweeper.train.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 def default_rungs(max_steps: int, keep: float) -> tuple[int, ...]:
     """Two rungs spaced as successive halving spaces them: at max_steps * keep**2 and max_steps * keep."""
     return tuple(sorted({round(max_steps * keep**i) for i in (2, 1)} - {0, max_steps}))
+
+
+def programs_of(members: list[Row]) -> list[Program]:
+    """The programs of `members`, each once, in order."""
+    return list({id(p): p for p, _ in members}.values())
 
 
 class ScheduleReplay(Controller):
@@ -40,17 +45,16 @@ class ScheduleReplay(Controller):
     def start(self, programs: list[Program]) -> None:
         self.change_steps = set().union(*(m.history.change_steps() for p in programs for m in p.members))
 
-    def admit(self, engine: Engine, members: list) -> None:
+    def admit(self, members: list[Member]) -> None:
         self.change_steps |= set().union(*(m.history.change_steps() for m in members))
 
     def stops(self, max_steps: int) -> set[int]:
         return self.change_steps
 
-    def act(self, engine: Engine, step: int) -> None:
+    def act(self, step: int, members: list[Row], schedule: Schedule) -> Sequence[Decision]:
         if not self.change_steps:
-            return
-        for program in {id(p): p for p, _ in engine.members_at(step)}.values():
-            program.follow_histories()  # each member at its own step
+            return ()
+        return [FollowHistories(program) for program in programs_of(members)]  # each member at its own step
 
 
 class Rungs(Controller):
@@ -62,6 +66,7 @@ class Rungs(Controller):
     kind = "successive halving"
 
     def survivors(self, candidates: int) -> int:
+        """How many of `candidates` go on."""
         return max(1, math.ceil(self.keep * candidates))
 
     def stops(self, max_steps: int) -> set[int]:
@@ -82,28 +87,30 @@ class Halving(Rungs):
 
     rungs: tuple[int, ...]
     keep: float
+    lockstep = True
 
-    def act(self, engine: Engine, step: int) -> None:
-        if step not in self.rungs:
-            return
-        candidates = engine.members_at(step)
-        if len(candidates) < 2:
-            return
-        val = np.asarray([program.val_accuracies()[row] for program, row in candidates])
+    def act(self, step: int, members: list[Row], schedule: Schedule) -> Sequence[Decision]:
+        if step not in self.rungs or len(members) < 2:
+            return ()
+        val = np.asarray([program.val_accuracies()[row] for program, row in members])
         order = np.argsort(-val, kind="stable")
-        keep = self.survivors(len(candidates))
-        pruned = [candidates[i] for i in sorted(order[keep:])]
-        for i in order[keep:]:
-            program, row = candidates[i]
-            program.members[row].record.log.info(
+        keep = self.survivors(len(members))
+        pruned = tuple(members[i] for i in sorted(order[keep:]))
+        notes = [
+            Note.to(
+                members[i],
                 "pruned at step %d: val accuracy %.4f is not in the best %d of %d",
                 step,
                 val[i],
                 keep,
-                len(candidates),
+                len(members),
             )
-        log.info("rung at step %d: %d of %d jobs go on, %d pruned", step, keep, len(candidates), len(pruned))
-        engine.end_members(pruned, Status.PRUNED)
+            for i in order[keep:]
+        ]
+        rung = Note.of(
+            __name__, "rung at step %d: %d of %d jobs go on, %d pruned", step, keep, len(members), len(pruned)
+        )
+        return [*notes, rung, EndMembers(pruned, Status.PRUNED)]
 
 
 @dataclass
@@ -112,70 +119,51 @@ class AsyncHalving(Rungs):
     goes on if its validation accuracy is in the best `keep` fraction (rounded up) of every member that
     has reached that rung so far, itself included, and ends `pruned` otherwise; no member waits for a rung
     to fill. Members that reach a rung at the same step are counted together. Each member at its own
-    step, so it works in a slot pool. With `rung_file`, every result goes to that JSON-lines file as it
-    comes (under a file lock) and is read back before each decision: a resumed sweep, and other
-    processes on the same sweep folder, rank against all of them."""
+    step, so it works in a slot pool. The results go to a rung store (sweeper.train.rung_store): with
+    `rung_file`, that JSON-lines file, written as they come (under a file lock) and read back before each
+    decision, so that a resumed sweep, and other processes on the same sweep folder, rank against all of
+    them; else memory."""
 
     rungs: tuple[int, ...]
     keep: float
     rung_file: Path | None = None
-    reached: dict[int, dict[str, float]] = field(default_factory=dict)  # rung: {job: val accuracy}
+    store: RungStore = field(init=False, repr=False, compare=False)
     kind = "asynchronous successive halving"
 
-    def act(self, engine: Engine, step: int) -> None:
-        arrivals: dict[int, list[tuple[Program, int]]] = {}
-        for program, row in engine.members_at(step):
+    def __post_init__(self) -> None:
+        self.store = MemoryRungs() if self.rung_file is None else FileRungs(self.rung_file)
+
+    @property
+    def reached(self) -> dict[int, dict[str, float]]:
+        """Every result at the rungs so far: {rung: {job: val accuracy}}."""
+        return self.store.reached
+
+    def act(self, step: int, members: list[Row], schedule: Schedule) -> Sequence[Decision]:
+        arrivals: dict[int, list[Row]] = {}
+        for program, row in members:
             own = program.member_step(row)
             if own in self.rungs:
                 arrivals.setdefault(own, []).append((program, row))
+        decisions: list[Decision] = []
         pruned = []
-        for rung, members in arrivals.items():
-            values = {p.members[r].name: float(p.val_accuracies()[r]) for p, r in members}
-            seen = self._record(rung, values)
+        for rung, arrived in arrivals.items():
+            values = {p.members[r].name: float(p.val_accuracies()[r]) for p, r in arrived}
+            seen = self.store.record(rung, values)
             keep = self.survivors(len(seen))
-            for program, row in members:
+            for program, row in arrived:
                 value = values[program.members[row].name]
                 rank = sum(v > value for v in seen.values())  # ties go on
-                record = program.members[row].record
-                if rank < keep:
-                    record.log.info(
-                        "rung at step %d: val accuracy %.4f is in the best %d of the %d that reached it: "
-                        "goes on",
-                        rung,
-                        value,
-                        keep,
-                        len(seen),
-                    )
-                    continue
-                record.log.info(
-                    "pruned at step %d: val accuracy %.4f is not in the best %d of the %d that reached it",
-                    rung,
-                    value,
-                    keep,
-                    len(seen),
-                )
-                pruned.append((program, row))
-        engine.end_members(pruned, Status.PRUNED)
+                verdict = "goes on" if rank < keep else "pruned"
+                decisions.append(Note.to((program, row), RUNG_LINES[verdict], rung, value, keep, len(seen)))
+                if rank >= keep:
+                    pruned.append((program, row))
+        return [*decisions, EndMembers(tuple(pruned), Status.PRUNED)]
 
-    def _record(self, rung: int, values: dict[str, float]) -> dict[str, float]:
-        """Every result at `rung` so far, with `values` added (and written to the rung file)."""
-        if self.rung_file is None:
-            self.reached.setdefault(rung, {}).update(values)
-            return dict(self.reached[rung])
-        self.rung_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.rung_file, "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # read and append as one, across processes
-            f.seek(0)
-            seen: dict[str, float] = {}
-            for line in f:
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    entry = json.loads(line)
-                    if int(entry["rung"]) == rung:
-                        seen[str(entry["job"])] = float(entry["val_accuracy"])
-            for job, value in values.items():
-                f.write(json.dumps({"rung": rung, "job": job, "val_accuracy": value}) + "\n")
-            seen.update(values)
-        return seen
+
+RUNG_LINES = {  # what asynchronous halving writes into a member's log at a rung
+    "goes on": "rung at step %d: val accuracy %.4f is in the best %d of the %d that reached it: goes on",
+    "pruned": "pruned at step %d: val accuracy %.4f is not in the best %d of the %d that reached it",
+}
 
 
 @dataclass(frozen=True)
@@ -196,20 +184,15 @@ class PopulationBasedTraining(Controller):
     quantile: float
     factors: tuple[float, ...]
     seed: int
+    lockstep = True
     one_program = True
 
     def start(self, programs: list) -> None:
-        """Check the population and give fresh members their initial schedule and lineage."""
+        """Check that the population is one program of members that record their lineage (the plan
+        refused what cannot train so: sweeper.train.plan.Search)."""
         members = [m for p in programs for m in p.members]
-        if len(programs) != 1:
-            raise ConfigError(
-                "population-based training copies members into each other inside one program: give the "
-                "population one width (or hydra.launcher.hidden=pad) and max_batch >= its size"
-            )
-        if len({m.cfg.seed for m in members}) > 1:
-            raise ConfigError(
-                "population-based training needs one seed for the whole population (sweep lr and reg)"
-            )
+        if len(programs) != 1:  # the plan keeps a population in one program (sweeper.train.plan)
+            raise ValueError("a population trains in one program")
         if any(m.history.lineage is None for m in members):
             raise ValueError("population members are made with new_member(..., population=True)")
 
@@ -219,42 +202,46 @@ class PopulationBasedTraining(Controller):
     def checkpoint_at(self, step: int) -> bool:
         return step % self.interval == 0  # after the exploit: a resumed population must not redo it
 
-    def rescue(self, engine: Engine, step: int, diverged: list[tuple]) -> list[tuple]:
-        if diverged:
-            program = diverged[0][0]
-            self._exploit(program, step, [row for _, row in diverged], reason="diverged")
-        return []
+    def rescue(self, step: int, diverged: list[Row]) -> tuple[list[Row], Sequence[Decision]]:
+        if not diverged:
+            return [], ()
+        program = diverged[0][0]
+        return [], self._exploit(program, step, [row for _, row in diverged], reason="diverged")
 
-    def act(self, engine: Engine, step: int) -> None:
-        if step % self.interval or step >= engine.schedule.max_steps:
-            return
-        for program in {id(p): p for p, _ in engine.members_at(step)}.values():
+    def act(self, step: int, members: list[Row], schedule: Schedule) -> Sequence[Decision]:
+        if step % self.interval or step >= schedule.max_steps:
+            return ()
+        decisions: list[Decision] = []
+        for program in programs_of(members):
             rows = [j for j, m in enumerate(program.members) if m.status is None]
             if len(rows) < 2:
                 continue
             val = program.val_accuracies()[rows]
             count = max(1, int(self.quantile * len(rows)))
             order = [rows[i] for i in np.argsort(-val, kind="stable")]
-            self._exploit(program, step, order[-count:], sources=order[:count], reason="exploit")
+            decisions += self._exploit(program, step, order[-count:], sources=order[:count], reason="exploit")
+        return decisions
 
-    def _exploit(self, program, step: int, targets: list[int], *, reason: str, sources=None) -> None:
+    def _exploit(
+        self, program: Program, step: int, targets: list[int], *, reason: str, sources: list | None = None
+    ) -> list[Decision]:
         """Members `targets` copy a random one of `sources` (default: the best by val accuracy) and
         perturb its hyperparameters."""
         if sources is None:
             val = program.val_accuracies()
             sources = [j for j in np.argsort(-val, kind="stable") if j not in targets][:1]
         if not sources:
-            return
+            return []
         rng = np.random.default_rng([self.seed, step, len(targets)])
         copies = [int(sources[rng.integers(len(sources))]) for _ in targets]
-        histories = []
+        histories, notes = [], []
         for target, source in zip(targets, copies, strict=True):
-            dst, src = program.members[target], program.members[source]
+            src = program.members[source]
             lr = src.lr * float(rng.choice(self.factors))
             reg = src.reg * float(rng.choice(self.factors))
             histories.append(src.history.copied(step, lr, reg, src.name, reason))
-            dst.record.log.info(
-                "step %d: copied %s (%s), now lr %.6g reg %.6g", step, src.name, reason, lr, reg
-            )
-        program.copy_members(targets, copies, histories)
-        log.info("step %d: %d member(s) copied the best (%s)", step, len(targets), reason)
+            line = "step %d: copied %s (%s), now lr %.6g reg %.6g"
+            notes.append(Note.to((program, target), line, step, src.name, reason, lr, reg))
+        copy = CopyMembers(program, tuple(targets), tuple(copies), tuple(histories))
+        done = Note.of(__name__, "step %d: %d member(s) copied the best (%s)", step, len(targets), reason)
+        return [*notes, copy, done]

@@ -9,16 +9,20 @@ uses through `sweeper.trial.report`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sweeper.status import Status
-from sweeper.train.engine import Controller, Engine
+from sweeper.train.control import Controller, Decision, EndMembers, Note, Row
+from sweeper.train.program import Member
+from sweeper.train.schedule import Schedule
 from sweeper.trial import TrialRef, open_trial, report_to
 
 log = logging.getLogger(__name__)
 
 
 def has_trial(cfg: Any) -> bool:
+    """Whether a run's config names an Optuna trial to report to."""
     return TrialRef.of(cfg.get("trial") if hasattr(cfg, "get") else None) is not None
 
 
@@ -26,27 +30,24 @@ class TrialPruning(Controller):
     """At every log point, each member that has a trial reports its validation accuracy to it, and
     ends `pruned` (checkpointed, with its metrics then) when the study's pruner says so."""
 
-    def __init__(self, members: list[Any]):
-        self.trials: dict[Any, Any] = {}
-        self.admit(None, members)
+    def __init__(self, members: list[Member]):
+        self.trials: dict[Member, Any] = {}
+        self.admit(members)
 
-    def admit(self, engine: Engine | None, members: list[Any]) -> None:
+    def admit(self, members: list[Member]) -> None:
         self.trials |= {m: open_trial(TrialRef.of(m.cfg.trial)) for m in members if has_trial(m.cfg)}
 
-    def act(self, engine: Engine, step: int) -> None:
+    def act(self, step: int, members: list[Row], schedule: Schedule) -> Sequence[Decision]:
+        decisions: list[Decision] = []
         pruned = []
-        for program, row in engine.members_at(step):
+        for program, row in members:
             member, own = program.members[row], program.member_step(row)
             trial = self.trials.get(member)
-            if trial is None or own == 0 or not engine.schedule.is_log_point(own):
+            if trial is None or own == 0 or not schedule.is_log_point(own):
                 continue
             value = float(program.val_accuracies()[row])
-            if report_to(trial, value, own):
-                member.record.log.info(
-                    "pruned at step %d by the study's pruner (trial %d, val accuracy %.4f)",
-                    own,
-                    trial.number,
-                    value,
-                )
+            if report_to(trial, value, own):  # the report goes to the study now, whatever it answers
+                line = "pruned at step %d by the study's pruner (trial %d, val accuracy %.4f)"
+                decisions.append(Note.to((program, row), line, own, trial.number, value))
                 pruned.append((program, row))
-        engine.end_members(pruned, Status.PRUNED)
+        return [*decisions, EndMembers(tuple(pruned), Status.PRUNED)]

@@ -1,0 +1,81 @@
+"""A `Member` is one run in a program (sweeper.train.program): its config, record, data order, and what
+the program keeps of it between segments; `new_member` makes one as its config says, fresh or resumed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sweeper.record import checkpoint
+from sweeper.record.run import RunRecord
+from sweeper.status import Status
+from sweeper.task import data, train_step
+from sweeper.train.history import History
+
+
+@dataclass(eq=False)
+class Member:
+    """One run in a program: its config, record and data order, where it starts, and what the program
+    keeps of it between segments. Only Program's methods change it (and its record, how it ended)."""
+
+    cfg: Any
+    record: RunRecord
+    order: data.BatchOrder
+    start: int  # the step it starts (or resumes) at
+    initial: tuple[Any, Any] | None  # (params, opt_state) at `start`, until a program takes them
+    history: History
+    last_losses: np.ndarray | None = None  # the losses of its last segment
+    val_step: int | None = None  # the program step `val_accuracy` was measured at
+    val_accuracy: float | None = None
+    # The program's step minus this member's own step: 0 when every member of a program started
+    # together, else the program step it joined at minus the step it started at (a slot pool).
+    offset: int = 0
+    lr: float = field(init=False)  # what it trains with now: its history's at the program's step
+    reg: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lr, self.reg = self.hyperparameters_at(self.start)
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def status(self) -> Status | None:
+        """How it ended (sweeper.record.run), None while it trains."""
+        return self.record.status
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        return self.record.metrics
+
+    def hyperparameters_at(self, step: int) -> tuple[float, float]:
+        """(lr, reg) it trains with from `step` on, as its history says (else its config)."""
+        return self.history.hyperparameters_at(step, (float(self.cfg.lr), float(self.cfg.reg)))
+
+
+def new_member(
+    cfg: Any, record: RunRecord, num_train: int, upto: int | None = None, *, population: bool = False
+) -> Member:
+    """A run as its config says: initialised from `cfg.seed`, or resumed from its latest checkpoint (not
+    past step `upto`). A `population` member (sweeper.train.controllers.PopulationBasedTraining) records its
+    lr, reg and copies from step 0 on."""
+    params, order_seed = train_step.init_run(cfg.hidden, cfg.seed)
+    opt_state = train_step.optimizer_factory(cfg.optimizer)(cfg.lr).init(params)
+    order = data.BatchOrder(order_seed, num_train, cfg.batch_size)
+    start, saved = 0, {}
+    if cfg.resume:
+        params, opt_state, start, saved = checkpoint.restore_latest(
+            record.workdir / "checkpoints", params, opt_state, order.state(0), record.log, upto
+        )
+    if saved.get("history"):
+        history = History.of_record(saved["history"])
+    else:
+        history = History.of_config(cfg, population=population)
+    record.attempts = list(saved.get("attempts", []))
+    member = Member(
+        cfg, record, order, start, (params, opt_state), history, last_losses=saved.get("last_losses")
+    )
+    return member

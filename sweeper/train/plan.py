@@ -1,0 +1,252 @@
+"""One plan per sweep: which configs train together, as which programs or slot pools, on how many
+devices, under which search (halving, population-based training), with every check that needs the
+whole sweep done once, before any work.
+
+    search = Search.of(settings, cfgs[0], sweep_dir)       # from `hydra.launcher.*`
+    planned = plan(cfgs, pad_widths=True, max_batch=8, search=search, devices=1)
+    sweeper.train.fused.train_plan(planned, workdirs)
+
+The fused launcher, its slot pools, fused_slurm (in Hydra's process and in each SLURM job) and the
+memory check read the same plan. Importable without Hydra running.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sweeper import config, memory
+from sweeper.config import ConfigError
+from sweeper.train.controllers import AsyncHalving, Halving, PopulationBasedTraining, default_rungs
+from sweeper.train.engine import Controller
+
+WIDTHS = ("auto", "group", "pad")  # hydra.launcher.widths
+RUNG_FILE = "halving_rungs.jsonl"  # asynchronous halving's results, in the sweep folder
+
+
+def pads_widths(widths: str, *, accelerator: bool) -> bool:
+    """Whether configs of different `hidden` share a program, zero-padded to the widest (`pad`), or
+    train in a program per width (`group`). `auto`: measured on a 2-core CPU, grouping beats padding
+    (padding costs about its extra arithmetic); on an accelerator a small program is dispatch-bound and
+    padding wins."""
+    if widths not in WIDTHS:
+        raise ConfigError(f"hydra.launcher.widths must be auto, group or pad, got {widths!r}")
+    return widths == "pad" or (widths == "auto" and accelerator)
+
+
+@dataclass(frozen=True)
+class Search:
+    """What acts on a sweep's members while they train, beyond each run's own schedule: successive
+    halving (synchronous or asynchronous) or population-based training."""
+
+    halving: Halving | AsyncHalving | None = None
+    pbt: PopulationBasedTraining | None = None
+
+    @classmethod
+    def of(cls, settings: Any, cfg: Any, sweep_dir: str | Path | None) -> Search:
+        """The search `hydra.launcher.*` settings ask for, for configs like `cfg` (its max_steps and
+        seed), asynchronous halving's results kept in `sweep_dir`."""
+        halving = pbt = None
+        if settings.halving:
+            rungs = settings.rungs or default_rungs(cfg.max_steps, settings.keep)
+            rungs = tuple(sorted({int(r) for r in rungs}))
+            if settings.halving == "async":  # its results in the sweep folder: a rerun ranks against them
+                rung_file = Path(str(sweep_dir)) / RUNG_FILE if sweep_dir is not None else None
+                halving = AsyncHalving(rungs, settings.keep, rung_file)
+            else:
+                halving = Halving(rungs, settings.keep)
+        if settings.pbt.interval:
+            p = settings.pbt
+            factors = tuple(float(f) for f in p.factors)
+            pbt = PopulationBasedTraining(p.interval, p.quantile, factors, cfg.seed)
+        return cls(halving, pbt)
+
+    @property
+    def controllers(self) -> list[Controller]:
+        return [c for c in (self.halving, self.pbt) if c is not None]
+
+    @property
+    def lockstep(self) -> bool:
+        """Whether it ranks or copies members at one common step: they train side by side, never in a
+        slot pool, where each member is at its own step."""
+        return any(c.lockstep for c in self.controllers)
+
+    def check(self, cfgs: list[Any]) -> None:
+        """Raise ConfigError, before any work, where `cfgs` cannot train under this search."""
+        if self.halving and self.pbt:
+            raise ConfigError("hydra.launcher: halving and pbt do not mix, choose one")
+        rungs = self.halving.rungs if self.halving else ()
+        if cfgs and any(not 0 < r < cfg.max_steps for cfg in cfgs for r in rungs):
+            raise ConfigError(
+                f"hydra.launcher.rungs must be steps in (0, max_steps={cfgs[0].max_steps}), got {list(rungs)}"
+            )
+        for name, controller in (("halving", self.halving), ("pbt", self.pbt)):
+            if controller and any(cfg.data.val_size == 0 for cfg in cfgs):
+                raise ConfigError(
+                    f"hydra.launcher.{name} ranks jobs by val accuracy: it needs data.val_size > 0"
+                )
+        if self.pbt and len({cfg.seed for cfg in cfgs}) > 1:
+            raise ConfigError(
+                "population-based training needs one seed for the whole population (sweep lr and reg)"
+            )
+
+    def check_one_program(self, configs: int, groups: int, *, pooled: bool = False) -> None:
+        """Population-based training copies members into each other inside one program: its whole
+        population must be one group of fixed members, never a slot pool."""
+        if not self.pbt:
+            return
+        if pooled:
+            raise ConfigError(
+                "hydra.launcher.pbt copies members within one program, which a slot pool is not: "
+                f"its {configs} configs need hydra.launcher.max_batch >= {configs} (and per_job, on "
+                "SLURM, at most max_batch)"
+            )
+        if groups > 1:
+            raise ConfigError(
+                f"hydra.launcher.pbt copies members within one program: its {configs} configs need "
+                f"hydra.launcher.max_batch >= {configs} (and one width or hydra.launcher.widths=pad), "
+                f"got {groups} groups"
+            )
+
+
+@dataclass(frozen=True)
+class Group:
+    """Configs (positions in the plan) that train in one program; with `slots`, a slot pool of that
+    many rows that the waiting configs keep full."""
+
+    members: tuple[int, ...]
+    slots: int | None = None
+
+    @property
+    def pooled(self) -> bool:
+        return self.slots is not None and len(self.members) > self.slots
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A sweep's validated configs and how they train: `groups` (programs and slot pools), widths
+    padded or not, the local devices every program spreads over, and the search."""
+
+    cfgs: tuple[Any, ...]
+    groups: tuple[Group, ...]
+    pad_widths: bool
+    devices: int = 1
+    search: Search = field(default_factory=Search)
+
+    @property
+    def pools(self) -> list[Group]:
+        return [g for g in self.groups if g.pooled]
+
+    @property
+    def programs(self) -> list[Group]:
+        """The groups of fixed members."""
+        return [g for g in self.groups if not g.pooled]
+
+    def cohorts(self) -> list[list[Group]]:
+        """Fixed groups that train in one engine: with a search, every group of one schedule (halving
+        ranks, PBT copies across them); without one, each on its own, so that members finish (and show
+        up) as early as possible."""
+        if not self.search.controllers:
+            return [[g] for g in self.programs]
+        by_schedule: dict[tuple, list[Group]] = {}
+        for g in self.programs:
+            cfg = self.cfgs[g.members[0]]
+            by_schedule.setdefault((cfg.max_steps, cfg.log_every, cfg.checkpoint_every), []).append(g)
+        return list(by_schedule.values())
+
+    def without_singles(self) -> Plan:
+        """The plan less its groups of one: without a search, one config gains nothing from a program
+        of its own (a launcher runs it as a single run)."""
+        if self.search.controllers:
+            return self
+        return replace(self, groups=tuple(g for g in self.groups if len(g) > 1))
+
+    def widest(self, group: Group) -> Any:
+        return max((self.cfgs[i] for i in group.members), key=lambda c: c.hidden)
+
+    def rows_per_device(self, group: Group) -> int:
+        """The rows each device holds of `group`'s program: its members (or slots), padded to a
+        multiple of the devices and split over them."""
+        return math.ceil((group.slots or len(group)) / self.devices)
+
+
+def plan(
+    cfgs: list[Any],
+    *,
+    pad_widths: bool,
+    max_batch: int | None,
+    search: Search | None = None,
+    devices: int = 1,
+    pools: bool = True,
+    check_memory: bool = True,
+) -> Plan:
+    """Validate `cfgs` and group them: equal fuse keys (sweeper.config.fuse_key), similar widths
+    together, at most `max_batch` per program (None: as many as half the memory of `devices` devices
+    holds, by sweeper.memory's estimate). With `pools` and more configs of one fuse key than
+    `max_batch`, those configs are one slot pool of `max_batch` rows instead (not under a lockstep
+    search). `pad_widths`: see pads_widths. Raises ConfigError before any work; `check_memory`: whether
+    each program must fit this machine's memory (not where it trains on another: fused_slurm)."""
+    search = search or Search()
+    for cfg in cfgs:
+        config.validate(cfg)
+    search.check(cfgs)
+    pooling = bool(max_batch) and pools and not search.lockstep
+    groups: list[Group] = []
+    for indices in _by_fuse_key(cfgs, pad_widths):
+        if pooling and len(indices) > max_batch:
+            groups.append(Group(tuple(indices), slots=max_batch))
+            continue
+        size = max_batch or devices * memory.members_that_fit(cfgs[indices[-1]])
+        groups += [Group(tuple(chunk)) for chunk in chunks(indices, size)]
+    planned = Plan(tuple(cfgs), tuple(groups), pad_widths, devices, search)
+    search.check_one_program(len(cfgs), len(groups), pooled=bool(planned.pools))
+    if check_memory:
+        for group in groups:
+            memory.check_fits(planned.widest(group), members=planned.rows_per_device(group))
+    return planned
+
+
+def stream_plan(cfgs: list[Any], *, slots: int, search: Search, devices: int = 1) -> Plan:
+    """A slot pool of `slots` rows that starts with `cfgs` and takes more as rows free (a stream: an
+    Optuna study's trials, each checked with `check_arrival` as it comes), widths padded."""
+    if search.lockstep:
+        raise ConfigError("hydra.launcher.halving=true waits for each rung to fill: a stream takes async")
+    for cfg in cfgs:
+        check_arrival(cfg, search)
+    planned = Plan(tuple(cfgs), (Group(tuple(range(len(cfgs))), slots=slots),), True, devices, search)
+    memory.check_fits(planned.widest(planned.groups[0]), members=planned.rows_per_device(planned.groups[0]))
+    return planned
+
+
+def check_arrival(cfg: Any, search: Search) -> None:
+    """Raise ConfigError where a config that joins a stream cannot train under `search`."""
+    config.validate(cfg)
+    search.check([cfg])
+
+
+def _by_fuse_key(cfgs: list[Any], pad: bool) -> list[list[int]]:
+    """Positions of `cfgs` by fuse key, each key's sorted by width (narrowest first)."""
+    by_key: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        by_key.setdefault(config.fuse_key(cfg_dict, pad_widths=pad), []).append(i)
+    return [sorted(indices, key=lambda i: cfgs[i].hidden) for indices in by_key.values()]
+
+
+def chunks(items: list, max_size: int) -> list[list]:
+    """`items` cut into the fewest chunks of at most `max_size`, their sizes as equal as possible."""
+    count = math.ceil(len(items) / max_size)
+    size, extra = divmod(len(items), count)
+    out, begin = [], 0
+    for i in range(count):
+        end = begin + size + (i < extra)
+        out.append(items[begin:end])
+        begin = end
+    return out
