@@ -21,7 +21,7 @@ from sweeper.record import checkpoint
 from sweeper.task import data, model, train_step
 from sweeper.train import fused, program
 from sweeper.train.controllers import Halving, default_rungs
-from sweeper.train.plan import chunks
+from sweeper.train.plan import chunks, plan
 
 # Fused vs alone: XLA may sum the vmapped products in another order, so the runs can differ in the
 # last bits. Measured here: identical accuracies, losses within 2e-7 relative, parameters within 1e-6.
@@ -333,3 +333,19 @@ def test_bad_launcher_settings_are_one_line_errors(tmp_path):
         "error: hydra.launcher.halving ranks jobs by val accuracy: it needs data.val_size > 0"
     ]
     assert not list((tmp_path / "h").glob("*/metrics.json"))  # nothing trained
+
+
+def test_a_plan_trains_its_groups_and_reports_each_config_by_its_place_in_the_plan(tmp_path):
+    # Without a search a config alone in its fuse key gains nothing from a program: the launcher drops
+    # it from the plan (it runs as a single run), and every other config must still be told apart.
+    cfgs = [cfg_of("hidden=16", "max_steps=50"), cfg_of("max_steps=50", "lr=0.003"), cfg_of("max_steps=50")]
+    planned = plan(cfgs, pad_widths=False, max_batch=None).without_singles()
+    assert [g.members for g in planned.groups] == [(1, 2)]
+    workdirs = [tmp_path / name for name in ("alone", "a", "b")]
+    ended = {}
+    got = fused.train_plan(planned, workdirs, on_end=lambda i, metrics: ended.setdefault(i, metrics))
+    assert got[0] is None and not workdirs[0].exists()
+    assert sorted(ended) == [1, 2] and [ended[1], ended[2]] == got[1:]
+    for i in (1, 2):
+        assert metrics_of(workdirs[i]) == got[i] and got[i]["status"] == "ok"
+    assert got[1]["val_accuracy"] != got[2]["val_accuracy"] or got[1]["loss"] != got[2]["loss"]

@@ -66,6 +66,7 @@ def launch_jobs(launcher: Any, jobs: list[FusedJob]) -> list[JobReturn]:
     with contextlib.ExitStack() as held:
         fusable = [job for job in jobs if _accept(job, held)]
         planned = sweep_plan(launcher, [j.task_cfg for j in fusable], devices).without_singles()
+        planned.check_memory()  # the programs it trains; a single run checks its own
         fused_idx = {fusable[i].idx for g in planned.groups for i in g.members}
         for job in fusable:
             if job.idx not in fused_idx:
@@ -88,13 +89,21 @@ def launch_jobs(launcher: Any, jobs: list[FusedJob]) -> list[JobReturn]:
 
 
 def sweep_plan(launcher: Any, cfgs: list[DictConfig], devices: list) -> Plan:
-    """The plan of the fused launcher's `cfgs` (its settings; widths=auto resolved for `devices`)."""
+    """The plan of the fused launcher's `cfgs` (its settings; widths=auto resolved for `devices`); its
+    memory is checked once the programs it trains are known (`Plan.check_memory`)."""
     settings, sweep_dir = launcher.settings, launcher.config.hydra.sweep.dir
     search = Search.of(settings, cfgs[0], sweep_dir) if cfgs else Search()
     pad = pads_widths(settings.widths, accelerator=devices[0].platform != "cpu")
     if settings.widths == "auto":
         log.info("fused launcher: widths=%s on %s", "pad" if pad else "group", devices[0].platform)
-    return plan(cfgs, pad_widths=pad, max_batch=settings.max_batch, search=search, devices=len(devices))
+    return plan(
+        cfgs,
+        pad_widths=pad,
+        max_batch=settings.max_batch,
+        search=search,
+        devices=len(devices),
+        check_memory=False,
+    )
 
 
 def launch_stream(

@@ -152,9 +152,11 @@ def train_plan(
     config in no group). `device_data` keeps datasets on the device across calls; `log_files` receive
     each member's log lines (else they go to this module's logger); `on_end(i, metrics)` is called as
     soon as config i has finished."""
-    records = Records(log_format, on_end)
     files = log_files or [None] * len(planned.cfgs)
     trained = sorted(i for g in planned.groups for i in g.members)
+    # Records are numbered among the configs that train; `on_end` hears the plan's own positions.
+    ended = None if on_end is None else lambda k, metrics: on_end(trained[k], metrics)
+    records = Records(log_format, ended)
     position = {i: records.add(planned.cfgs[i], workdirs[i], files[i]) for i in trained}
     cfgs = [planned.cfgs[i] for i in trained]
     renumbered = Plan(

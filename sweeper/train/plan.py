@@ -168,6 +168,11 @@ class Plan:
             return self
         return replace(self, groups=tuple(g for g in self.groups if len(g) > 1))
 
+    def check_memory(self) -> None:
+        """Raise ConfigError where a program (or slot pool) cannot fit the memory of its devices."""
+        for group in self.groups:
+            memory.check_fits(self.widest(group), members=self.rows_per_device(group))
+
     def widest(self, group: Group) -> Any:
         return max((self.cfgs[i] for i in group.members), key=lambda c: c.hidden)
 
@@ -208,8 +213,7 @@ def plan(
     planned = Plan(tuple(cfgs), tuple(groups), pad_widths, devices, search)
     search.check_one_program(len(cfgs), len(groups), pooled=bool(planned.pools))
     if check_memory:
-        for group in groups:
-            memory.check_fits(planned.widest(group), members=planned.rows_per_device(group))
+        planned.check_memory()
     return planned
 
 
