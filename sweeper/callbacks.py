@@ -18,7 +18,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sweeper import summary
-from sweeper.config import MULTIRUN_RECORD, sweep_overrides
+from sweeper.config import MULTIRUN_RECORD, ConfigError, override_key, sweep_overrides
+from sweeper.errors import exit_with
+from sweeper.objective import check_sweep
 from sweeper.record.writer import METRICS_FILE
 from sweeper.status import Status
 
@@ -86,6 +88,15 @@ class SweepCallback(Callback):
         self.total: int | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # before any job: a sweep its objective cannot rank is refused in one line (exit 2)
+            swept = {
+                override_key(o.get_key_element())
+                for o in sweep_overrides(config.hydra)
+                if o.is_sweep_override()
+            }
+            check_sweep(config, swept)
+        except ConfigError as error:  # Hydra turns a callback's exceptions into warnings; not an exit
+            exit_with(error)
         self.started = time.time()
         configure_parallel_workers(config)
         # Hydra's basic sweeper writes multirun.yaml; Optuna's does not, and the summary needs it.

@@ -23,14 +23,17 @@ from omegaconf import OmegaConf
 from sweeper import signals
 from sweeper.config import Mode, hyperparameters, validate
 from sweeper.errors import exit_with, one_line, user_errors
+from sweeper.objective import Objective, check_sweep_objective
 from sweeper.record.writer import finished_metrics
 from sweeper.sweep.locks import JobLock
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Any) -> float:
-    """Train (or, with mode=eval, evaluate a checkpoint) and return the objective a sweep maximises.
+def run(cfg: Any) -> float | None:
+    """Train (or, with mode=eval, evaluate a checkpoint) and return the value of the objective
+    (sweeper.objective): what Hydra's sweepers (Optuna's) optimise; None for a single run without the
+    split the objective is measured on.
 
     A single run reports bad input in one line and exits 2. A sweep job never raises: see `sweep_job`.
     Both stop gracefully on SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 (sweeper.signals).
@@ -67,29 +70,33 @@ def hydra_override(key: str, value: Any) -> str:
 def sweep_job(cfg: Any, workdir: Path) -> float:
     """One job of a sweep. A job another process is training, or one that finished before, is skipped;
     an interrupted one resumes from its latest checkpoint; a crash is recorded in the job's
-    metrics.json (status `crashed`, objective 0) so that the sweep goes on."""
+    metrics.json (status `crashed`) so that the sweep goes on. A job without a result here (held by
+    another process, crashed) returns the objective's worst value: never the best."""
     signals.check()  # a stop asked for between jobs: start no other
+    worst = Objective.of(cfg).worst
     with JobLock(workdir) as lock:
         if not lock.held:
             log.info("%s is training this job: skipped here", lock.holder())
-            return 0.0
+            return worst
         if (done := finished_metrics(workdir, warn=log.warning)) is not None:
             log.info("finished in an earlier attempt (status %s): skipped", done["status"])
-            return float(done["objective"])
+            return Objective.of(cfg).value(done)  # under this sweep's objective, which may be new
         started = time.perf_counter()
         try:
             OmegaConf.update(cfg, "resume", True)
+            check_sweep_objective(cfg)
             return _run(cfg, workdir)
         except Exception as error:
             log.exception("job crashed")
             from sweeper.record.writer import record_crash
 
             cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-            record_crash(workdir, hyperparameters(cfg_dict), one_line(error), time.perf_counter() - started)
-            return 0.0
+            elapsed = time.perf_counter() - started
+            record_crash(workdir, hyperparameters(cfg_dict), one_line(error), elapsed, worst)
+            return worst
 
 
-def _run(cfg: Any, workdir: Path) -> float:
+def _run(cfg: Any, workdir: Path) -> float | None:
     validate(cfg)
     from sweeper import train  # imported here so that --help and config errors answer without JAX
 

@@ -41,6 +41,8 @@ NOT_HYPERPARAMETERS = (
     "trial.storage",
     "trial.study_name",
     "trial.number",
+    "objective.metric",
+    "objective.mode",
 )
 
 
@@ -131,6 +133,15 @@ class TrialConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """What a sweep optimises (sweeper.objective): val_accuracy, val_loss, train_accuracy or train_loss
+    (losses: mean cross-entropy over the whole split, without the L2 term), to max or min."""
+
+    metric: str = "val_accuracy"
+    mode: str = "max"
+
+
+@dataclass
 class Config:
     """Defaults are the article's: 3072-120-10 MLP, SGD lr 0.001, reg 0.1, batch 400, 2000 steps."""
 
@@ -153,6 +164,7 @@ class Config:
     # '[{step: 400, lr: 0.0008, reg: 1.2}, ...]'. Empty: lr and reg hold throughout.
     schedule: list[ScheduleChange] = field(default_factory=list)
     trial: TrialConfig = field(default_factory=TrialConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     # JAX's persistent compilation cache: the second run of a shape compiles nothing (null: off).
     jax_cache_dir: str | None = "${oc.env:SWEEPER_JAX_CACHE,'~/.cache/sweeper/jax'}"
 
@@ -279,6 +291,9 @@ def validate(cfg: Any) -> None:
         if not ok:
             raise ConfigError(f"{key} must be {rule}, got {value!r}")
 
+    from sweeper.objective import Objective  # it imports ConfigError from here
+
+    Objective.of(cfg)  # raises for a metric or mode it cannot optimise
     require(cfg.hidden >= 1, "hidden", ">= 1", cfg.hidden)
     require(math.isfinite(cfg.lr) and cfg.lr > 0, "lr", "> 0 and finite", cfg.lr)
     require(math.isfinite(cfg.reg) and cfg.reg >= 0, "reg", ">= 0 and finite", cfg.reg)

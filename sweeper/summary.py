@@ -27,9 +27,11 @@ from sweeper.config import (
     MULTIRUN_RECORD,
     NOT_HYPERPARAMETERS,
     SWEEP_ONLY_KEYS,
+    ConfigError,
     override_key,
     sweep_overrides,
 )
+from sweeper.objective import Objective
 from sweeper.record.writer import METRIC_TAGS, METRICS_FILE, read_metrics, write_sweep_run
 from sweeper.status import Status
 from sweeper.sweep.locks import is_locked
@@ -38,6 +40,7 @@ SEED_KEY = "seed"
 # The sweep's own TensorBoard run, a folder beside the job folders (each job's folder is its run). No `=`
 # in it and not `default`, so no job is ever named so (sweeper.config.job_name).
 SWEEP_RUN = "sweep_progress"
+DEFAULT_OBJECTIVE = Objective()  # what a sweep without a recorded objective ranks by
 
 
 class Interval(NamedTuple):
@@ -108,14 +111,13 @@ class Row:
             return next(iter(counts))
         return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 
-    @property
-    def sort_key(self) -> tuple:
-        """Ranks configs with a result first, those trained to the end before pruned ones, best first."""
-        score = self.mean("val_accuracy")
-        if score is None:
-            score = self.mean("objective") if any(j.status is Status.OK for j in self.jobs) else None
+    def rank_key(self, objective: Objective) -> tuple:
+        """Ranks configs with a result first, those trained to the end before pruned ones, best first by
+        the mean of `objective`'s metric over the seeds that have one (a config whose every job diverged
+        or crashed has none: last)."""
+        value = self.mean(objective.metric)
         pruned = all(j.status is Status.PRUNED for j in self.jobs)  # ranked below configs trained to the end
-        return (score is None, pruned, -(score or 0.0))
+        return (value is None, pruned, -objective.score(value))
 
 
 def parse_params(overrides: list[str]) -> dict[str, str]:
@@ -140,13 +142,27 @@ def read_jobs(sweep_dir: Path) -> list[JobResult]:
     return jobs
 
 
-def group(jobs: list[JobResult]) -> list[Row]:
-    """Jobs grouped by config (everything but the seed), best validation accuracy first."""
+def group(jobs: list[JobResult], objective: Objective = DEFAULT_OBJECTIVE) -> list[Row]:
+    """Jobs grouped by config (everything but the seed), best by `objective` first."""
     rows: dict[tuple, Row] = {}
     for job in jobs:
         params = {k: v for k, v in job.params.items() if k != SEED_KEY}
         rows.setdefault(tuple(sorted(params.items())), Row(params)).jobs.append(job)
-    return sorted(rows.values(), key=lambda r: r.sort_key)
+    return sorted(rows.values(), key=lambda r: r.rank_key(objective))
+
+
+def sweep_objective(sweep_dir: Path) -> Objective:
+    """The objective the sweep ranks by, as its `multirun.yaml` says (the default without one)."""
+    path = Path(sweep_dir) / MULTIRUN_RECORD
+    try:
+        return Objective.of(OmegaConf.load(path)) if path.is_file() else Objective()
+    except ConfigError:  # a record sweeper did not write: rank as sweeper does by default
+        return Objective()
+
+
+def result_metrics(objective: Objective) -> list[str]:
+    """The metrics the table shows: val and test accuracy, and the objective's metric if it is another."""
+    return list(dict.fromkeys(["val_accuracy", "test_accuracy", objective.metric]))
 
 
 def varied_keys(jobs: list[JobResult], declared: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -211,32 +227,15 @@ def replay_command(job: JobResult) -> str:
     return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
 
 
-def write_csv(path: Path, rows: list[Row], keys: list[str]) -> None:
-    """summary.csv: every row, ranked, with unrounded means and standard deviations."""
+def write_csv(path: Path, rows: list[Row], keys: list[str], metrics: list[str]) -> None:
+    """summary.csv: every row, ranked, with unrounded means and standard deviations of `metrics`."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(
-        [
-            "rank",
-            *keys,
-            "seeds",
-            "status",
-            "val_accuracy_mean",
-            "val_accuracy_std",
-            "test_accuracy_mean",
-            "test_accuracy_std",
-            "wall_time_s_mean",
-            "jobs",
-        ]
-    )
+    stats = [f"{metric}_{stat}" for metric in metrics for stat in ("mean", "std")]
+    writer.writerow(["rank", *keys, "seeds", "status", *stats, "wall_time_s_mean", "jobs"])
     for rank, row in enumerate(rows, 1):
-        cells = [
-            row.mean("val_accuracy"),
-            row.std("val_accuracy"),
-            row.mean("test_accuracy"),
-            row.std("test_accuracy"),
-            row.mean("wall_time_s"),
-        ]
+        cells = [value for metric in metrics for value in (row.mean(metric), row.std(metric))]
+        cells.append(row.mean("wall_time_s"))
         writer.writerow(
             [
                 rank,
@@ -250,17 +249,17 @@ def write_csv(path: Path, rows: list[Row], keys: list[str]) -> None:
     path.write_text(out.getvalue())
 
 
-def markdown(rows: list[Row], keys: list[str], top: int | None = None) -> str:
-    """The ranked table in Markdown, its first `top` rows (all by default)."""
-    header = ["#", *keys, "seeds", "val accuracy", "test accuracy", "wall time (s)", "status"]
+def markdown(rows: list[Row], keys: list[str], metrics: list[str], top: int | None = None) -> str:
+    """The ranked table in Markdown, its first `top` rows (all by default), a column per metric."""
+    labels = [metric.replace("_", " ") for metric in metrics]
+    header = ["#", *keys, "seeds", *labels, "wall time (s)", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rank, row in enumerate(rows[:top], 1):
         cells = [
             str(rank),
             *(_short(row.params.get(k, "")) for k in keys),
             str(len(row.jobs)),
-            _fmt(row.mean("val_accuracy"), row.std("val_accuracy")),
-            _fmt(row.mean("test_accuracy"), row.std("test_accuracy")),
+            *(_fmt(row.mean(metric), row.std(metric)) for metric in metrics),
             _fmt(row.mean("wall_time_s"), None, 1),
             row.status,
         ]
@@ -344,34 +343,34 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
         raise FileNotFoundError(f"no job folders (with .hydra/overrides.yaml) in {sweep_dir}")
     domains = sweep_domains(sweep_dir)
     keys = varied_keys(jobs, list(domains))
-    rows = group(jobs)
+    objective = sweep_objective(sweep_dir)
+    rows, metrics = group(jobs, objective), result_metrics(objective)
     columns = [k for k in keys if k != SEED_KEY]
     counts = {s: sum(j.status is s for j in jobs) for s in Status}
     status_line = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-    best = rows[0] if rows and rows[0].mean("objective") is not None else None
+    best = rows[0] if rows and rows[0].mean(objective.metric) is not None else None
     text = [
         f"# Sweep {sweep_dir}",
         "",
-        f"{len(jobs)} jobs in {len(rows)} configs: {status_line}.",
+        f"{len(jobs)} jobs in {len(rows)} configs: {status_line}; "
+        f"ranked by {objective.label} ({objective.mode}).",
         "",
-        markdown(rows, columns),
+        markdown(rows, columns, metrics),
     ]
     if best:
         text += ["Best config:", "", "    " + command_for(best), ""]
-    mattered = importance_line(importance(rows, columns, domains))
+    mattered = importance_line(importance(rows, columns, domains, objective))
     text += [mattered, "", *notes(jobs)]
     (sweep_dir / "summary.md").write_text("\n".join(text))
-    write_csv(sweep_dir / "summary.csv", rows, columns)
+    write_csv(sweep_dir / "summary.csv", rows, columns, metrics)
     plot(sweep_dir / "summary.png", jobs, columns)
-    write_tensorboard(sweep_dir, jobs, keys, domains)
+    write_tensorboard(sweep_dir, jobs, keys, domains, objective)
     if echo:
         print(f"\nSweep {sweep_dir}: {len(jobs)} jobs, {status_line}")
-        print(markdown(rows, columns, top=top), end="")
+        print(markdown(rows, columns, metrics, top=top), end="")
         if best:
-            print(
-                f"Best config (val accuracy {_fmt(best.mean('val_accuracy'), best.std('val_accuracy'))}):\n"
-                f"    {command_for(best)}"
-            )
+            value = _fmt(best.mean(objective.metric), best.std(objective.metric))
+            print(f"Best config ({objective.label} {value}):\n    {command_for(best)}")
         print(mattered)
         print(f"Full table: {sweep_dir / 'summary.md'}, plot: {sweep_dir / 'summary.png'}")
     return rows
@@ -450,14 +449,17 @@ def pool_lines(jobs: list[JobResult]) -> list[str]:
     return lines
 
 
-def importance(rows: list[Row], keys: list[str], declared: dict) -> dict[str, float] | str:
-    """Which swept key mattered most for a high objective: Optuna's PED-ANOVA importance of each key
-    (fractions summing to 1, largest first) over the configs, each scored by its mean objective. A
-    reason instead when it cannot be estimated (too few configs, or Optuna not installed)."""
+def importance(
+    rows: list[Row], keys: list[str], declared: dict, objective: Objective = DEFAULT_OBJECTIVE
+) -> dict[str, float] | str:
+    """Which swept key mattered most for a good `objective`: Optuna's PED-ANOVA importance of each key
+    (fractions summing to 1, largest first) over the configs, each scored by its mean objective (a
+    failed job's worst value included, where finite). A reason instead when it cannot be estimated (too
+    few configs, or Optuna not installed)."""
     if any(j.schedule for row in rows for j in row.jobs):
         return "lr and reg changed during training, so a member's starting values do not explain its result"
     scored = [(row, row.mean("objective")) for row in rows]
-    scored = [(row, value) for row, value in scored if value is not None]
+    scored = [(row, value) for row, value in scored if value is not None and math.isfinite(value)]
     if len(scored) < 4:
         return f"needs at least 4 configs with a result, has {len(scored)}"
     try:
@@ -490,7 +492,7 @@ def importance(rows: list[Row], keys: list[str], declared: dict) -> dict[str, fl
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(direction="maximize")
+        study = optuna.create_study(direction=objective.direction)
     finally:
         optuna.logging.set_verbosity(verbosity)
     study.add_trials(trials)
@@ -512,15 +514,16 @@ def importance_line(result: dict[str, float] | str) -> str:
     )
 
 
-def write_tensorboard(sweep_dir: Path, jobs: list[JobResult], keys: list[str], declared: dict) -> None:
+def write_tensorboard(
+    sweep_dir: Path, jobs: list[JobResult], keys: list[str], declared: dict, objective: Objective
+) -> None:
     """The sweep's own TensorBoard run (SWEEP_RUN): the HParams experiment (each swept key's domain and
     a `status` column; the metrics) and the objective of each job in the order they finished."""
     domains = _experiment_domains(jobs, keys, declared)
     domains["status"] = sorted({Status.OK.value} | {j.status.value for j in jobs})
     finished = sorted((j for j in jobs if j.metrics), key=lambda j: j.finished_at)
-    write_sweep_run(
-        sweep_dir / SWEEP_RUN, domains, tuple(METRIC_TAGS), [j.metrics["objective"] for j in finished]
-    )
+    values = [j.metrics.get("objective") for j in finished]
+    write_sweep_run(sweep_dir / SWEEP_RUN, domains, tuple(METRIC_TAGS), values, objective.better)
 
 
 def _experiment_domains(jobs: list[JobResult], keys: list[str], declared: dict) -> dict[str, list | Interval]:

@@ -162,7 +162,7 @@ def test_configs_that_differ_in_other_keys_train_in_separate_programs(tmp_path):
     assert [m["timings"]["fused_jobs"] for m in got] == [1, 1]
     alone = train.train_and_evaluate(cfg_of("batch_size=50"), tmp_path / "alone")
     assert_same_run(got[1], alone, tmp_path / "b", tmp_path / "alone", 200)
-    with pytest.raises(ConfigError, match="needs data.val_size > 0"):
+    with pytest.raises(ConfigError, match="data.val_size=0 leaves empty"):
         fused.train_group(
             [cfg_of("data.val_size=0"), cfg_of("data.val_size=0", "lr=0.01")],
             [tmp_path / "c", tmp_path / "d"],
@@ -330,7 +330,8 @@ def test_bad_launcher_settings_are_one_line_errors(tmp_path):
     halving = ["hydra/launcher=fused", "hydra.launcher.halving=true", "data.val_size=0", "lr=0.001,0.002"]
     result = run_cli("-m", *FAST, *halving, f"hydra.sweep.dir={tmp_path / 'h'}")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        "error: hydra.launcher.halving ranks jobs by val accuracy: it needs data.val_size > 0"
+        "error: objective.metric=val_accuracy ranks a sweep on the validation split, which "
+        "data.val_size=0 leaves empty: set data.val_size > 0 (or a train_ objective)"
     ]
     assert not list((tmp_path / "h").glob("*/metrics.json"))  # nothing trained
 

@@ -130,7 +130,7 @@ def test_asynchronous_halving_promotes_by_the_rule_as_members_reach_the_rung(tmp
     for job, metrics in by_job.items():
         batches.setdefault(metrics["timings"]["pool"]["joined"] + 100, []).append(job)
     assert len(batches) > 2  # they reached it at several steps: no rung waited to fill
-    values = {a["job"]: a["val_accuracy"] for a in arrivals}
+    values = {a["job"]: a["value"] for a in arrivals}  # the objective: val accuracy
     for step in sorted(batches):
         seen |= {job: values[job] for job in batches[step]}
         keep = math.ceil(0.5 * len(seen))
@@ -221,7 +221,8 @@ def test_a_killed_optuna_pool_resumes_its_running_trials_and_tells_them(tmp_path
     [
         (
             ["hydra.launcher.halving=async", "data.val_size=0"],
-            "error: hydra.launcher.halving ranks jobs by val accuracy: it needs data.val_size > 0",
+            "error: objective.metric=val_accuracy ranks a sweep on the validation split, which "
+            "data.val_size=0 leaves empty: set data.val_size > 0 (or a train_ objective)",
         ),
         (
             ["hydra.launcher.halving=async", "hydra.launcher.rungs=[100,200]"],
@@ -247,3 +248,12 @@ def test_bad_pool_settings_are_one_line_errors_before_any_work(tmp_path, overrid
     assert not list(tmp_path.glob("*/metrics.json")) and not list(tmp_path.glob("*/checkpoints"))
     if search == "optuna" and (tmp_path / "optuna.journal").exists():
         assert _study(tmp_path).trials == []  # no trial asked
+
+
+def test_a_pool_that_emptied_takes_a_wider_trial(tmp_path):
+    # One slot: the first trial ends, the pool is empty, and the next trial (wider) widens it.
+    queue = [(cfg_of("hidden=16"), tmp_path / "narrow", None), (cfg_of("hidden=32"), tmp_path / "wide", None)]
+    got = fused.train_stream(lambda free: [queue.pop(0)] if queue else [], slots=1)
+    alone = train.train_and_evaluate(cfg_of("hidden=32"), tmp_path / "alone")
+    assert [m["status"] for m in got] == ["ok", "ok"]
+    assert_same_run(got[1], alone, tmp_path / "wide", tmp_path / "alone", 200)

@@ -595,7 +595,8 @@ def test_the_fused_launcher_submits_hydras_sbatch_script_with_a_group_per_task(t
         ),
         (
             ["lr=0.001,0.002", "hydra.launcher.halving=true", "data.val_size=0"],
-            "error: hydra.launcher.halving ranks jobs by val accuracy: it needs data.val_size > 0",
+            "error: objective.metric=val_accuracy ranks a sweep on the validation split, which "
+            "data.val_size=0 leaves empty: set data.val_size > 0 (or a train_ objective)",
         ),
     ],
     ids=["pbt_across_groups", "devices", "hidden", "pbt_in_a_pool", "halving_without_val"],

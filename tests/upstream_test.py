@@ -142,9 +142,17 @@ def test_the_hparams_summaries_go_through_tensorboardxs_public_file_writer(tmp_p
     tags = set(events.PluginTagToContent("hparams"))
     assert tags == {"_hparams_/session_start_info", "_hparams_/session_end_info"}, tags
 
-    write_sweep_run(tmp_path / "sweep", {"hidden": [16, 32]}, ("accuracy/val",), [0.5, 0.4, 0.7])
+    higher = lambda a, b: a > b  # noqa: E731
+    write_sweep_run(tmp_path / "sweep", {"hidden": [16, 32]}, ("accuracy/val",), [0.5, 0.4, 0.7], higher)
     events = EventAccumulator(str(tmp_path / "sweep"))
     events.Reload()
     assert set(events.PluginTagToContent("hparams")) == {"_hparams_/experiment"}
     assert [s.value for s in events.Scalars("sweep/best_objective")] == pytest.approx([0.5, 0.5, 0.7])
     assert [s.step for s in events.Scalars("sweep/objective")] == [1, 2, 3]
+    # Minimised, a job without a finite objective (a diverged run's inf) adds no point.
+    losses = [0.5, float("inf"), 0.4, 0.7]
+    write_sweep_run(tmp_path / "losses", {"hidden": [16, 32]}, ("loss/val",), losses, lambda a, b: a < b)
+    events = EventAccumulator(str(tmp_path / "losses"))
+    events.Reload()
+    assert [s.value for s in events.Scalars("sweep/best_objective")] == pytest.approx([0.5, 0.4, 0.4])
+    assert [s.step for s in events.Scalars("sweep/objective")] == [1, 3, 4]

@@ -47,6 +47,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 JOURNAL = "optuna.journal"
 RESULTS = "optimization_results.yaml"
 DIRECTIONS = ("minimize", "maximize")
+OBJECTIVE_DIRECTIONS = {"max": "maximize", "min": "minimize"}  # an app objective's mode, as a direction
 # A string that an override's value grammar reads back as that string; others are quoted.
 _PLAIN = re.compile(r"(?!(?i:true|false|null|nan|inf)$)[A-Za-z_][\w./-]*")
 # Samplers that need a package Optuna itself does not install.
@@ -148,7 +149,7 @@ class Plan:
 
     @classmethod
     def of(cls, sweeper: Any, arguments: list[str]) -> "Plan":
-        directions = _directions(sweeper.direction)
+        directions = _directions(sweeper.direction, _objective_mode(sweeper))
         if sweeper.n_trials < 1 or sweeper.n_jobs < 1:
             raise ConfigError(
                 f"hydra.sweeper.n_trials and n_jobs must be >= 1, got {sweeper.n_trials}, {sweeper.n_jobs}"
@@ -196,7 +197,23 @@ class Plan:
             raise ConfigError(f"hydra.sweeper.pruner: {_first_line(error)}") from None
 
 
-def _directions(direction: Any) -> list[str]:
+def _objective_mode(sweeper: Any) -> tuple[str, str] | None:
+    """(the app's objective node, its mode: max or min), where `objective_key` names one."""
+    key = getattr(sweeper, "objective_key", None)
+    mode = OmegaConf.select(sweeper.config, f"{key}.mode", default=None) if key and sweeper.config else None
+    if mode is None:
+        return None
+    if mode not in OBJECTIVE_DIRECTIONS:
+        raise ConfigError(f"{key}.mode must be max or min, got {mode!r}")
+    return key, mode
+
+
+def _directions(direction: Any, objective: tuple[str, str] | None = None) -> list[str]:
+    """The study's directions: `direction` (one or a list), or with `direction` null the one the app's
+    objective mode gives. A direction whose first entry contradicts that mode is refused: the study and
+    its pruner would keep the trials the app ranks worst."""
+    if direction is None and objective is not None:
+        return [OBJECTIVE_DIRECTIONS[objective[1]]]
     names = (
         list(direction)
         if OmegaConf.is_list(direction) or isinstance(direction, list | tuple)
@@ -206,6 +223,12 @@ def _directions(direction: Any) -> list[str]:
     if not names or any(d not in DIRECTIONS for d in names):
         raise ConfigError(
             f"hydra.sweeper.direction must be minimize or maximize, or a list of them; got {direction}"
+        )
+    if objective is not None and names[0] != OBJECTIVE_DIRECTIONS[objective[1]]:
+        key, mode = objective
+        raise ConfigError(
+            f"hydra.sweeper.direction={names[0]} contradicts {key}.mode={mode}: set one of them, or leave "
+            f"hydra.sweeper.direction unset to follow {key}.mode"
         )
     return names
 

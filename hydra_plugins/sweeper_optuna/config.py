@@ -152,7 +152,7 @@ class OptunaSweeperConf:
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": None}])
     sampler: Any = None
     # minimize or maximize, or a list of them for a task that returns several values (the result is
-    # then the Pareto front).
+    # then the Pareto front). null: as the app's objective (objective_key) says.
     direction: Any = "minimize"
     # null: an Optuna journal file `<sweep dir>/optuna.journal`; a path ending in .journal: that file;
     # anything else: an Optuna storage URL (sqlite:///..., postgresql://...).
@@ -169,6 +169,10 @@ class OptunaSweeperConf:
     # The app's config node that also receives each job's trial (storage, study_name, number); null:
     # the job's environment only (sweeper.trial.report reads it there). sweeper's app has `trial`.
     report_key: str | None = None
+    # The app's config node holding its objective's `mode` (max or min): a null direction follows it,
+    # and a direction that contradicts it (its first entry, for a list) is refused. null: none.
+    # sweeper's app has `objective`.
+    objective_key: str | None = None
 
 
 store = ConfigStore.instance()

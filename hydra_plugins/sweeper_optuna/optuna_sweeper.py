@@ -29,6 +29,7 @@ class OptunaSweeper(Sweeper):
         custom_search_space: str | None = None,
         pruner: Any = None,
         report_key: str | None = None,
+        objective_key: str | None = None,
     ) -> None:
         # Checked when the sweep starts (_core.Settings), where a bad value can end it in one line.
         self.sampler, self.pruner, self.direction = sampler, pruner, direction
@@ -36,6 +37,7 @@ class OptunaSweeper(Sweeper):
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params = dict(params or {})
         self.custom_search_space, self.report_key = custom_search_space, report_key
+        self.objective_key = objective_key
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None

@@ -20,6 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sweeper import config
+from sweeper.objective import Objective
 from sweeper.record import checkpoint, graph
 from sweeper.record.views import Ending, Snapshot, Span, Usage
 from sweeper.record.writer import RunWriter, write_metrics
@@ -34,6 +35,7 @@ class RunRecord:
         self.log = logger
         self.cfg_dict = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True, enum_to_str=True)
         self.hparams = config.hyperparameters(self.cfg_dict)
+        self.objective = Objective.of(cfg)  # what metrics.json's `objective` is the value of
         self.writer: RunWriter | None = None
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.attempts: list[dict] = []  # what earlier attempts cost, from the checkpoint it resumed from
@@ -57,13 +59,21 @@ class RunRecord:
         except Exception as error:  # reads JAX's traced program: never worth stopping a run for
             self.log.warning("no graph for TensorBoard's Graphs tab: %s: %s", type(error).__name__, error)
 
-    def log_point(self, step: int, loss: float, train_accuracy: float, val_accuracy: float | None) -> None:
-        """One log point, in the article's words: the step's loss and batch accuracy, before its update."""
+    def log_point(self, step: int, loss: float, train_accuracy: float, val: dict[str, float] | None) -> None:
+        """One log point, in the article's words: the step's loss and batch accuracy, before its update;
+        with a validation split, its accuracy and mean cross-entropy `val` ({val_accuracy, val_loss})."""
+        val = val or {}
         self.writer.scalars(
-            step, {"loss/train": loss, "accuracy/train": train_accuracy, "accuracy/val": val_accuracy}
+            step,
+            {
+                "loss/train": loss,
+                "accuracy/train": train_accuracy,
+                "accuracy/val": val.get("val_accuracy"),
+                "loss/val": val.get("val_loss"),
+            },
         )
-        val = f"  val_accuracy {val_accuracy:.4f}" if val_accuracy is not None else ""
-        self.log.info("step %d  loss %.4f  train_accuracy %.4f%s", step, loss, train_accuracy, val)
+        shown = "".join(f"  {key} {value:.4f}" for key, value in val.items())
+        self.log.info("step %d  loss %.4f  train_accuracy %.4f%s", step, loss, train_accuracy, shown)
 
     def schedule_point(self, step: int, lr: float, reg: float) -> None:
         """The learning rate and L2 constant it trains with from `step` on (when they change)."""
@@ -95,7 +105,9 @@ class RunRecord:
         """End the run as `ending` says: metrics.json (results, cost, history), the final values as each
         metric's last point (what HParams shows), the HParams session with its status, the closing log
         lines."""
-        metrics = final_metrics(ending.status, ending.step, ending.last_losses, ending.accuracies)
+        metrics = final_metrics(
+            ending.status, ending.step, ending.last_losses, ending.measured, self.objective
+        )
         metrics.update(cost.of(self.attempts), **ending.history)
         self.status, self.metrics = ending.status, metrics
         self.writer.final(metrics)
@@ -118,7 +130,7 @@ class RunRecord:
 
     def interrupted(self, step: int, signum: int, cost: Cost) -> None:
         """Record a run stopped by a signal after its checkpoint at `step`: a rerun resumes it."""
-        metrics = final_metrics(Status.INTERRUPTED, step, None, None) | cost.of(self.attempts)
+        metrics = final_metrics(Status.INTERRUPTED, step, None, None, self.objective) | cost.of(self.attempts)
         self.status, self.metrics = Status.INTERRUPTED, metrics
         self.writer.final(metrics)  # the rerun purges these events past its start
         self.writer.session(self.hparams, Status.INTERRUPTED)
@@ -187,26 +199,29 @@ class Cost:
         return {"wall_time_s": wall, "attempts": attempts, "timings": self.timings}
 
 
+SPLIT_METRICS = tuple(
+    f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("accuracy", "loss")
+)
+
+
 def final_metrics(
-    status: Status, step: int, last_losses: np.ndarray | None, accuracies: tuple | None
+    status: Status,
+    step: int,
+    last_losses: np.ndarray | None,
+    measured: dict[str, float | None] | None,
+    objective: Objective,
 ) -> dict[str, Any]:
-    """metrics.json's results. `accuracies` is (train, val, test), None when the run diverged (its
-    parameters are not finite); val is None without a validation split."""
+    """metrics.json's results. `measured` holds the accuracy and mean cross-entropy (without the L2 term)
+    on each split, None when the run diverged (its parameters are not finite); val values are None without
+    a validation split. `objective`: the value of `objective`'s metric, its worst value for a run
+    without one (sweeper.objective), None for a run without the split it is measured on."""
     loss = float(np.mean(last_losses)) if last_losses is not None else None
-    train_accuracy, val_accuracy, test_accuracy = accuracies or (None, None, None)
+    measured = measured or {}
     metrics = {
         "status": status.value,
         "steps": step,
         "loss": loss if loss is not None and math.isfinite(loss) else None,
-        "train_accuracy": train_accuracy,
-        "val_accuracy": val_accuracy,
-        "test_accuracy": test_accuracy,
+        **{key: measured.get(key) for key in SPLIT_METRICS},
     }
-    metrics["objective"] = objective(metrics)
+    metrics["objective"] = objective.value(metrics)
     return metrics
-
-
-def objective(metrics: dict[str, Any]) -> float:
-    """What a sweep maximises: val accuracy (test accuracy without a val split), 0 if there is none."""
-    value = metrics["val_accuracy"] if metrics["val_accuracy"] is not None else metrics["test_accuracy"]
-    return float(value) if value is not None and math.isfinite(value) else 0.0

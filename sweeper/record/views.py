@@ -33,13 +33,14 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Ending:
-    """A run that ended `status` at its step `step`: its last segment's losses, its (train, val, test)
-    accuracies (None when it diverged) and its history's record."""
+    """A run that ended `status` at its step `step`: its last segment's losses, what it measured on each
+    split ({`train_accuracy`, `train_loss`, ..., `test_loss`}; None when it diverged) and its history's
+    record."""
 
     status: Status
     step: int
     last_losses: np.ndarray | None
-    accuracies: tuple | None
+    measured: dict[str, float | None] | None
     history: dict[str, list[dict[str, Any]]]
 
 

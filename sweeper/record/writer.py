@@ -56,15 +56,21 @@ SESSION_STATUS = {
 }
 # The HParams metrics: TensorBoard shows each tag's last value, so a run's final values (metrics.json
 # key on the right) are written last, at the step it ended.
+# `loss/train` is the article's: the training batch's loss with the L2 term; `loss/val`, `loss/test` and
+# `loss/train_set` are mean cross-entropies over a whole split, without it.
 METRIC_TAGS = {
     "accuracy/val": "val_accuracy",
     "accuracy/test": "test_accuracy",
     "accuracy/train": "train_accuracy",
     "loss/train": "loss",
+    "loss/val": "val_loss",
+    "loss/test": "test_loss",
+    "loss/train_set": "train_loss",
 }
 # The values written for metrics a run has none of (it diverged or crashed): without them TensorBoard's
 # parallel coordinates and scatter plots would leave the run out. Accuracy 0 is what sweeper scores a
-# failed run (its objective); a loss of -1 cannot be real. Both sit at the edge of every chart.
+# failed run under the default objective; a loss of -1 cannot be real. Both sit at the edge of every
+# chart (the sweep summary, not these charts, ranks runs: sweeper.objective).
 MISSING_ACCURACY = 0.0
 MISSING_LOSS = -1.0
 SESSION_SUFFIX = ".session"  # the event file holding a run's HParams session, replaced when it ends again
@@ -169,8 +175,11 @@ def finished_metrics(workdir: Path, warn: Callable[[str], None] | None = None) -
     return metrics if metrics is not None and Status(metrics["status"]).is_result else None
 
 
-def record_crash(workdir: Path, hparams: dict[str, Any], error: str, wall_time_s: float) -> None:
-    """Leave a crashed sweep job's trace: metrics.json with its error, and a failed HParams session."""
+def record_crash(
+    workdir: Path, hparams: dict[str, Any], error: str, wall_time_s: float, objective: float
+) -> None:
+    """Leave a crashed sweep job's trace: metrics.json with its error and `objective` (the worst value
+    of the sweep's objective), and a failed HParams session."""
     metrics = {
         "status": Status.CRASHED.value,
         "error": error,
@@ -179,8 +188,11 @@ def record_crash(workdir: Path, hparams: dict[str, Any], error: str, wall_time_s
         "train_accuracy": None,
         "val_accuracy": None,
         "test_accuracy": None,
+        "train_loss": None,
+        "val_loss": None,
+        "test_loss": None,
         "wall_time_s": round(wall_time_s, 3),
-        "objective": 0.0,
+        "objective": objective,
     }
     writer = RunWriter(Path(workdir))
     try:
@@ -199,12 +211,17 @@ def _hparams_summary(tag: str, **content: Any) -> Summary:
 
 
 def write_sweep_run(
-    folder: Path, domains: dict[str, list | tuple], metrics: tuple[str, ...], objectives: list[float]
+    folder: Path,
+    domains: dict[str, list | tuple],
+    metrics: tuple[str, ...],
+    objectives: list[float | None],
+    better: Callable[[float, float], bool],
 ) -> None:
     """A sweep's own TensorBoard run in `folder`: the HParams experiment, which declares each swept
     key's domain (its listed values, or a (low, high) interval) and the metrics, so that the HParams
-    dashboard shows those columns; and `sweep/objective` and `sweep/best_objective` of the k-th job to
-    finish at step k, so that the run has data of its own. Earlier event files in `folder` are replaced.
+    dashboard shows those columns; and `sweep/objective` and `sweep/best_objective` (by `better(a, b)`:
+    whether a beats b) of the k-th job to finish at step k, so that the run has data of its own (a job
+    without a finite objective adds no point). Earlier event files in `folder` are replaced.
     """
     infos = []
     for key, domain in domains.items():
@@ -232,8 +249,10 @@ def write_sweep_run(
             "experiment", experiment=Experiment(hparam_infos=infos, metric_infos=metric_infos)
         )
         writer.add_summary(summary)
-        best = float("-inf")
+        best = None
         for k, objective in enumerate(objectives, 1):
-            best = max(best, objective)
+            if objective is None or not np.isfinite(objective):
+                continue
+            best = objective if best is None or better(objective, best) else best
             writer.add_summary(scalar("sweep/objective", objective), k)
             writer.add_summary(scalar("sweep/best_objective", best), k)

@@ -36,6 +36,14 @@ class DeviceSplits(NamedTuple):
     val: tuple[jax.Array, jax.Array]
     test: tuple[jax.Array, jax.Array]
 
+    def images_and_labels(self, split: str) -> tuple[jax.Array, jax.Array]:
+        """(images, labels) of `split`: train, val or test."""
+        return (self.train.images, self.train.labels) if split == "train" else getattr(self, split)
+
+    def size(self, split: str) -> int:
+        """How many examples `split` holds."""
+        return len(self.images_and_labels(split)[1])
+
 
 def to_device(dataset: data.Dataset) -> DeviceSplits:
     """Copy a loaded dataset to the default device, once per process."""
@@ -175,10 +183,11 @@ def predict(graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, mean_i
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def count_correct(
+def correct_and_loss(
     graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
-) -> jax.Array:
-    """How many `images` are classified correctly, in chunks of EVAL_CHUNK inside one compiled loop.
+) -> tuple[jax.Array, jax.Array]:
+    """(how many `images` are classified correctly, the sum of their cross-entropy losses without the L2
+    term), in chunks of EVAL_CHUNK inside one compiled loop.
 
     The last chunk is slid back to end at the last image and its already-counted rows masked out, so
     every chunk has one static shape and nothing is padded or copied.
@@ -186,30 +195,41 @@ def count_correct(
     n = images.shape[0]
     chunk = min(data.EVAL_CHUNK, n)
 
-    def count(i, correct):
+    def measure(i, totals):
+        correct, loss = totals
         start = i * chunk
         begin = jnp.minimum(start, n - chunk)
         x = jax.lax.dynamic_slice_in_dim(images, begin, chunk)
         y = jax.lax.dynamic_slice_in_dim(labels, begin, chunk)
-        hits = jnp.argmax(predict(graphdef, params, x, mean_image), axis=-1) == y
+        logits = predict(graphdef, params, x, mean_image)
         fresh = begin + jnp.arange(chunk) >= start
-        return correct + jnp.sum(hits & fresh)
+        hits = jnp.argmax(logits, axis=-1) == y
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return correct + jnp.sum(hits & fresh), loss + jnp.sum(jnp.where(fresh, losses, 0.0))
 
-    return jax.lax.fori_loop(0, -(-n // chunk), count, 0)
+    return jax.lax.fori_loop(0, -(-n // chunk), measure, (0, jnp.float32(0.0)))
+
+
+def evaluate(
+    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy loss without the L2 term) over `images`."""
+    correct, loss = correct_and_loss(graphdef, params, images, labels, mean_image)
+    return int(correct) / len(images), float(loss) / len(images)
 
 
 def accuracy(
     graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
 ) -> float:
     """Fraction of `images` classified correctly."""
-    return int(count_correct(graphdef, params, images, labels, mean_image)) / len(images)
+    return evaluate(graphdef, params, images, labels, mean_image)[0]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def stacked_count_correct(graphdef, params, images, labels, mean_image) -> jax.Array:
-    """(members,) how many `images` each member of stacked `params` classifies correctly."""
-    count = lambda p: count_correct(graphdef, p, images, labels, mean_image)  # noqa: E731
-    return jax.vmap(count)(params)
+def stacked_correct_and_loss(graphdef, params, images, labels, mean_image) -> tuple[jax.Array, jax.Array]:
+    """(members,) correct counts and (members,) loss sums of each member of stacked `params`."""
+    measure = lambda p: correct_and_loss(graphdef, p, images, labels, mean_image)  # noqa: E731
+    return jax.vmap(measure)(params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -219,12 +239,16 @@ def stacked_logits(graphdef, params, images, batch_idx, mean_image) -> jax.Array
     return jax.vmap(logits)(params, batch_idx)
 
 
-def members_correct(graphdef, params, images, labels, mean_image, *, stacked: bool) -> np.ndarray:
-    """(members,) how many `images` each member classifies correctly: of stacked `params`, or of one
-    run's as a single member."""
+def members_correct_and_loss(
+    graphdef, params, images, labels, mean_image, *, stacked: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(members,) correct counts and (members,) cross-entropy sums over `images`: of stacked `params`,
+    or of one run's as a single member."""
     if stacked:
-        return np.asarray(stacked_count_correct(graphdef, params, images, labels, mean_image))
-    return np.asarray([count_correct(graphdef, params, images, labels, mean_image)])
+        correct, loss = stacked_correct_and_loss(graphdef, params, images, labels, mean_image)
+    else:
+        correct, loss = (v[None] for v in correct_and_loss(graphdef, params, images, labels, mean_image))
+    return np.asarray(correct), np.asarray(loss)
 
 
 def members_logits(graphdef, params, images, batch_idx, mean_image, *, stacked: bool) -> np.ndarray:

@@ -83,7 +83,7 @@ class Rungs(Controller):
 @dataclass(frozen=True)
 class Halving(Rungs):
     """Successive halving: at each step in `rungs`, the best `keep` fraction of the members still
-    training (by validation accuracy, across all programs) go on; the others end `pruned`."""
+    training (by their objective, sweeper.objective, across all programs) go on; the others end `pruned`."""
 
     rungs: tuple[int, ...]
     keep: float
@@ -92,19 +92,14 @@ class Halving(Rungs):
     def act(self, step: int, members: list[Row], schedule: Schedule) -> Sequence[Decision]:
         if step not in self.rungs or len(members) < 2:
             return ()
-        val = np.asarray([program.val_accuracies()[row] for program, row in members])
-        order = np.argsort(-val, kind="stable")
+        objective = members[0][0].objective
+        values = np.asarray([program.objective_values()[row] for program, row in members])
+        order = objective.ranking(values)
         keep = self.survivors(len(members))
         pruned = tuple(members[i] for i in sorted(order[keep:]))
+        line = "pruned at step %d: %s %.4f is not in the best %d of %d"
         notes = [
-            Note.to(
-                members[i],
-                "pruned at step %d: val accuracy %.4f is not in the best %d of %d",
-                step,
-                val[i],
-                keep,
-                len(members),
-            )
+            Note.to(members[i], line, step, objective.label, values[i], keep, len(members))
             for i in order[keep:]
         ]
         rung = Note.of(
@@ -116,13 +111,14 @@ class Halving(Rungs):
 @dataclass
 class AsyncHalving(Rungs):
     """Asynchronous successive halving (Li et al., 2018, ASHA): a member that reaches a step in `rungs`
-    goes on if its validation accuracy is in the best `keep` fraction (rounded up) of every member that
-    has reached that rung so far, itself included, and ends `pruned` otherwise; no member waits for a rung
-    to fill. Members that reach a rung at the same step are counted together. Each member at its own
-    step, so it works in a slot pool. The results go to a rung store (sweeper.train.rung_store): with
-    `rung_file`, that JSON-lines file, written as they come (under a file lock) and read back before each
-    decision, so that a resumed sweep, and other processes on the same sweep folder, rank against all of
-    them; else memory."""
+    goes on if its objective (sweeper.objective) is in the best `keep` fraction (rounded up) of every
+    member that has reached that rung so far, itself included, and ends `pruned` otherwise; no member
+    waits for a rung to fill. Members that reach a rung at the same step are counted together. Each member
+    at its own step, so it works in a slot pool. The results go to a rung store
+    (sweeper.train.rung_store): with `rung_file`, that JSON-lines file, written as they come (under a file
+    lock) and read back before each decision, so that a resumed sweep, and other processes on the same
+    sweep folder, rank against all of them; else memory.
+    """
 
     rungs: tuple[int, ...]
     keep: float
@@ -135,7 +131,7 @@ class AsyncHalving(Rungs):
 
     @property
     def reached(self) -> dict[int, dict[str, float]]:
-        """Every result at the rungs so far: {rung: {job: val accuracy}}."""
+        """Every result at the rungs so far: {rung: {job: objective value}}."""
         return self.store.reached
 
     def act(self, step: int, members: list[Row], schedule: Schedule) -> Sequence[Decision]:
@@ -147,22 +143,23 @@ class AsyncHalving(Rungs):
         decisions: list[Decision] = []
         pruned = []
         for rung, arrived in arrivals.items():
-            values = {p.members[r].name: float(p.val_accuracies()[r]) for p, r in arrived}
+            values = {p.members[r].name: float(p.objective_values()[r]) for p, r in arrived}
             seen = self.store.record(rung, values)
             keep = self.survivors(len(seen))
             for program, row in arrived:
-                value = values[program.members[row].name]
-                rank = sum(v > value for v in seen.values())  # ties go on
+                value, objective = values[program.members[row].name], program.objective
+                rank = sum(objective.better(v, value) for v in seen.values())  # ties go on
                 verdict = "goes on" if rank < keep else "pruned"
-                decisions.append(Note.to((program, row), RUNG_LINES[verdict], rung, value, keep, len(seen)))
+                line = (rung, objective.label, value, keep, len(seen))
+                decisions.append(Note.to((program, row), RUNG_LINES[verdict], *line))
                 if rank >= keep:
                     pruned.append((program, row))
         return [*decisions, EndMembers(tuple(pruned), Status.PRUNED)]
 
 
 RUNG_LINES = {  # what asynchronous halving writes into a member's log at a rung
-    "goes on": "rung at step %d: val accuracy %.4f is in the best %d of the %d that reached it: goes on",
-    "pruned": "pruned at step %d: val accuracy %.4f is not in the best %d of the %d that reached it",
+    "goes on": "rung at step %d: %s %.4f is in the best %d of the %d that reached it: goes on",
+    "pruned": "pruned at step %d: %s %.4f is not in the best %d of the %d that reached it",
 }
 
 
@@ -170,11 +167,11 @@ RUNG_LINES = {  # what asynchronous halving writes into a member's log at a rung
 class PopulationBasedTraining(Controller):
     """Population-based training inside one fused program (Jaderberg et al., 2017, truncation selection).
 
-    Every `interval` steps the members are ranked by validation accuracy; each of the worst `quantile`
-    copies the parameters and optimizer state of a member of the best `quantile` (a gather on the
-    member axis, no files) and trains on with that member's lr and reg, each multiplied by one of
-    `factors` drawn at random. A member whose loss stops being finite is replaced the same way at once
-    instead of ending `diverged`. Each member's `schedule` (lr and reg from each step on, along its
+    Every `interval` steps the members are ranked by their objective (sweeper.objective); each of the
+    worst `quantile` copies the parameters and optimizer state of a member of the best `quantile` (a
+    gather on the member axis, no files) and trains on with that member's lr and reg, each multiplied by
+    one of `factors` drawn at random. A member whose loss stops being finite is replaced the same way at
+    once instead of ending `diverged`. Each member's `schedule` (lr and reg from each step on, along its
     ancestry) and `lineage` (which member it copied, when) go into its checkpoints and metrics.json; a
     member's schedule replayed as a single run (`schedule=...`, same seed) retraces it. Random choices
     come from (`seed`, step), so a resumed population decides as the uninterrupted one did.
@@ -216,20 +213,20 @@ class PopulationBasedTraining(Controller):
             rows = [j for j, m in enumerate(program.members) if m.status is None]
             if len(rows) < 2:
                 continue
-            val = program.val_accuracies()[rows]
+            values = program.objective_values()[rows]
             count = max(1, int(self.quantile * len(rows)))
-            order = [rows[i] for i in np.argsort(-val, kind="stable")]
+            order = [rows[i] for i in program.objective.ranking(values)]
             decisions += self._exploit(program, step, order[-count:], sources=order[:count], reason="exploit")
         return decisions
 
     def _exploit(
         self, program: Program, step: int, targets: list[int], *, reason: str, sources: list | None = None
     ) -> list[Decision]:
-        """Members `targets` copy a random one of `sources` (default: the best by val accuracy) and
+        """Members `targets` copy a random one of `sources` (default: the best by the objective) and
         perturb its hyperparameters."""
         if sources is None:
-            val = program.val_accuracies()
-            sources = [j for j in np.argsort(-val, kind="stable") if j not in targets][:1]
+            ranked = program.objective.ranking(program.objective_values())
+            sources = [j for j in ranked if j not in targets][:1]
         if not sources:
             return []
         rng = np.random.default_rng([self.seed, step, len(targets)])

@@ -7,7 +7,8 @@ A single run is one unstacked program; a fused group is one or more stacked prog
 lockstep (sweeper.train.program). For each segment end (a log point, a checkpoint, a controller's step,
 max_steps), in this order:
 
-1. each program at a log point measures validation accuracy and writes histograms, trains to the
+1. each program at a log point measures validation accuracy and loss (and its objective) and
+   writes histograms, trains to the
    segment end in one compiled scan, then writes its log point's scalars and lines;
 2. members whose loss stopped being finite end `diverged`, unless a controller rescues them;
 3. controllers decide on the members at that step, in their order, and the engine carries out each
@@ -119,10 +120,11 @@ class Engine:
         if not rows:
             program.train(stop)
             return
-        val = program.val_accuracies()  # measured before this step's update, as the article does
+        val = program.measured("val")  # measured before this step's update, as the article does
+        objective = program.objective_values() if program.stacked else None  # the launcher's best line
         if self.histograms:
             self.recorder.histograms(program, rows, own)
-        self.recorder.log_points(program, at, rows, own, program.train(stop), val)
+        self.recorder.log_points(program, at, rows, own, program.train(stop), val, objective)
 
     def _segment_end(self, stop: int) -> None:
         """Everything that happens at program step `stop`, in the order the module docstring gives."""

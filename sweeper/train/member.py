@@ -27,8 +27,10 @@ class Member:
     initial: tuple[Any, Any] | None  # (params, opt_state) at `start`, until a program takes them
     history: History
     last_losses: np.ndarray | None = None  # the losses of its last segment
-    val_step: int | None = None  # the program step `val_accuracy` was measured at
-    val_accuracy: float | None = None
+    # What the program measured of it on a whole split ({"val_accuracy": ..., "val_loss": ...}) and at
+    # which program step ({"val": step}): a rung, the objective and the next log point share one pass.
+    measured: dict[str, float] = field(default_factory=dict)
+    measured_at: dict[str, int] = field(default_factory=dict)
     # The program's step minus this member's own step: 0 when every member of a program started
     # together, else the program step it joined at minus the step it started at (a slot pool).
     offset: int = 0

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from sweeper import config, memory
 from sweeper.config import ConfigError
+from sweeper.objective import Objective, check_sweep_objective
 from sweeper.train.controllers import AsyncHalving, Halving, PopulationBasedTraining, default_rungs
 from sweeper.train.engine import Controller
 
@@ -84,11 +85,10 @@ class Search:
             raise ConfigError(
                 f"hydra.launcher.rungs must be steps in (0, max_steps={cfgs[0].max_steps}), got {list(rungs)}"
             )
-        for name, controller in (("halving", self.halving), ("pbt", self.pbt)):
-            if controller and any(cfg.data.val_size == 0 for cfg in cfgs):
-                raise ConfigError(
-                    f"hydra.launcher.{name} ranks jobs by val accuracy: it needs data.val_size > 0"
-                )
+        if len({Objective.of(cfg) for cfg in cfgs}) > 1:
+            raise ConfigError("objective: one sweep ranks its jobs by one objective, got several")
+        for cfg in cfgs:
+            check_sweep_objective(cfg)
         if self.pbt and len({cfg.seed for cfg in cfgs}) > 1:
             raise ConfigError(
                 "population-based training needs one seed for the whole population (sweep lr and reg)"

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from sweeper.objective import Objective
 from sweeper.task import model, train_step
 from sweeper.train.devices import Placement
 from sweeper.train.layouts import layout, member_row
@@ -54,6 +55,9 @@ class Program(MemberRows):
         width = width or max(m.cfg.hidden for m in members)
         super().__init__(members, splits, layout(stacked, placement), step, width)
         self.initial_size = len(members)
+        self.objective = Objective.of(members[0].cfg)  # what controllers rank its members by
+        # Every member shares it (sweeper.config.fuse_key); kept, since a slot pool may empty and refill.
+        self.optimizer = members[0].cfg.optimizer
         self.slots = slots or len(members)
         self.pool = pool  # the slot pool's number within its sweep, None for a program of fixed members
         self.segments = CompiledSegments(self._segment())
@@ -63,7 +67,7 @@ class Program(MemberRows):
     def _segment(self) -> Any:
         """The jitted segment for the program's width (and its graphdef, set here)."""
         self.graphdef, _ = model.abstract(self.width)
-        make_optimizer = train_step.optimizer_factory(self.members[0].cfg.optimizer)
+        make_optimizer = train_step.optimizer_factory(self.optimizer)
         return train_step.make_segment(self.graphdef, make_optimizer, self.stacked)
 
     def add(self, members: list[Member]) -> None:
@@ -101,36 +105,51 @@ class Program(MemberRows):
 
     # --- measuring ----------------------------------------------------------------------------------
 
-    def accuracies(self, split: tuple[jax.Array, jax.Array], rows: list[int] | None = None) -> np.ndarray:
-        """(members,) fraction of `split` (images, labels) each member (or each of `rows`) gets right."""
-        images, labels = split
+    def evaluate(self, split: str, rows: list[int] | None = None) -> dict[str, np.ndarray]:
+        """{`<split>_accuracy`, `<split>_loss`}: (members,) accuracy and mean cross-entropy (no L2 term)
+        of each member (or each of `rows`) over the whole split `split` (train, val or test)."""
+        images, labels = self.splits.images_and_labels(split)
         params = (
             self.state.params if self._every(rows) else self.layout.take_measured(self.state.params, rows)
         )
-        counts = train_step.members_correct(
+        correct, loss = train_step.members_correct_and_loss(
             self.graphdef, params, images, labels, self.splits.train.mean_image, stacked=self.stacked
         )
-        return np.asarray(counts)[: len(self.members) if rows is None else len(rows)] / len(labels)
+        size = len(self.members) if rows is None else len(rows)
+        return {f"{split}_accuracy": correct[:size] / len(labels), f"{split}_loss": loss[:size] / len(labels)}
 
-    def val_accuracies(self) -> np.ndarray | None:
-        """(members,) validation accuracy at the current step, measured once per step; None without a
-        validation split. Each member keeps its value (a rung and the next log point share it)."""
-        if len(self.splits.val[1]) == 0:
+    def measured(self, split: str) -> dict[str, np.ndarray] | None:
+        """`evaluate(split)` of every member at the current step, measured once per step (a rung, the
+        objective and the next log point share it); None when the split is empty."""
+        if self.splits.size(split) == 0:
             return None
-        if any(m.val_step != self.step for m in self.members):
-            for m, value in zip(self.members, self.accuracies(self.splits.val), strict=True):
-                m.val_step, m.val_accuracy = self.step, float(value)
-        return np.asarray([m.val_accuracy for m in self.members])
+        if any(m.measured_at.get(split) != self.step for m in self.members):
+            for j, member in enumerate(self.members):
+                member.measured_at[split] = self.step
+                member.measured |= {key: float(values[j]) for key, values in self.evaluate(split).items()}
+        keys = (f"{split}_accuracy", f"{split}_loss")
+        return {key: np.asarray([m.measured[key] for m in self.members]) for key in keys}
 
-    def final_accuracies(self, rows: list[int]) -> list[tuple[float, float | None, float]]:
-        """(train, val, test) accuracy of each member at `rows`; val None without a validation split."""
-        train = self.accuracies((self.splits.train.images, self.splits.train.labels), rows)
-        val = self.val_accuracies()
-        val = [None] * len(rows) if val is None else val[rows]
-        test = self.accuracies(self.splits.test, rows)
+    def objective_values(self) -> np.ndarray | None:
+        """(members,) the value of the members' objective (sweeper.objective) at the current step; None
+        when its split is empty."""
+        measured = self.measured(self.objective.split)
+        return None if measured is None else measured[self.objective.metric]
+
+    def final_metrics(self, rows: list[int]) -> list[dict[str, float | None]]:
+        """Accuracy and loss on every split of each member at `rows` ({`train_accuracy`, ..., `test_loss`});
+        None for a split without examples (val, without a validation split)."""
+        columns: dict[str, Any] = {}
+        for split in ("train", "val", "test"):
+            if self.splits.size(split) == 0:
+                columns |= {f"{split}_{kind}": [None] * len(rows) for kind in ("accuracy", "loss")}
+            elif split == "val" or all(m.measured_at.get(split) == self.step for m in self.members):
+                columns |= {key: values[rows] for key, values in self.measured(split).items()}
+            else:  # measured for these rows only: the others go on training
+                columns |= self.evaluate(split, rows)
         return [
-            tuple(None if a is None else float(a) for a in accs)
-            for accs in zip(train, val, test, strict=True)
+            {key: None if values[i] is None else float(values[i]) for key, values in columns.items()}
+            for i in range(len(rows))
         ]
 
     def histogram_tensors(self) -> list[dict[str, np.ndarray]]:

@@ -1,4 +1,4 @@
-"""Optuna pruning inside sweeper's training loop: report validation accuracy, stop when told.
+"""Optuna pruning inside sweeper's training loop: report the objective, stop when told.
 
 The Optuna sweeper (hydra_plugins/sweeper_optuna) gives each job of a study its trial through the
 config node `trial` (storage, study_name, number). Any number of jobs, in this process or in others
@@ -27,7 +27,8 @@ def has_trial(cfg: Any) -> bool:
 
 
 class TrialPruning(Controller):
-    """At every log point, each member that has a trial reports its validation accuracy to it, and
+    """At every log point, each member that has a trial reports its objective (sweeper.objective) to it,
+    and
     ends `pruned` (checkpointed, with its metrics then) when the study's pruner says so."""
 
     def __init__(self, members: list[Member]):
@@ -45,9 +46,11 @@ class TrialPruning(Controller):
             trial = self.trials.get(member)
             if trial is None or own == 0 or not schedule.is_log_point(own):
                 continue
-            value = float(program.val_accuracies()[row])
+            value = float(program.objective_values()[row])
             if report_to(trial, value, own):  # the report goes to the study now, whatever it answers
-                line = "pruned at step %d by the study's pruner (trial %d, val accuracy %.4f)"
-                decisions.append(Note.to((program, row), line, own, trial.number, value))
+                line = "pruned at step %d by the study's pruner (trial %d, %s %.4f)"
+                decisions.append(
+                    Note.to((program, row), line, own, trial.number, program.objective.label, value)
+                )
                 pruned.append((program, row))
         return [*decisions, EndMembers(tuple(pruned), Status.PRUNED)]

@@ -56,23 +56,31 @@ class Recorder:
         rows: list[int],
         own: list[int],
         trained: tuple,
-        val: np.ndarray | None,
+        val: dict[str, np.ndarray] | None,
+        objective: np.ndarray | None,
     ) -> None:
         """The log point at program step `at` of the members at `rows` (at their own steps `own`, by row):
-        their first step's loss and batch accuracy of `trained` (losses, accuracies), and `val` (or None),
-        measured before it."""
+        their first step's loss and batch accuracy of `trained` (losses, accuracies), and their
+        validation accuracy and loss `val` (or None) and `objective` values (or None), measured before it."""
         losses, accuracies = trained
         for j in rows:
             member = program.members[j]
-            val_j = None if val is None else float(val[j])
+            val_j = None if val is None else {key: float(values[j]) for key, values in val.items()}
             member.record.log_point(own[j], float(losses[0, j]), float(accuracies[0, j]), val_j)
             if member.history.schedule:
                 member.record.schedule_point(own[j], member.lr, member.reg)
-        if val is not None and program.stacked:
-            best = int(np.argmax(val))
+        if objective is not None and program.stacked:
+            best = program.objective.ranking(objective)[0]
             where = f"step {at}" if len(set(own)) == 1 else f"program step {at}"
-            line = "%s: %d jobs training, best val accuracy %.4f (%s)"
-            log.info(line, where, len(program), val[best], program.members[best].name)
+            line = "%s: %d jobs training, best %s %.4f (%s)"
+            log.info(
+                line,
+                where,
+                len(program),
+                program.objective.label,
+                objective[best],
+                program.members[best].name,
+            )
 
     def checkpoint(self, program: Program, rows: list[int]) -> None:
         """Checkpoint the members at `rows` that have none at this step yet."""
@@ -101,12 +109,12 @@ class Recorder:
             evaluated = [None] * len(rows)
         else:
             self.checkpoint(program, rows)  # a member that ends early can go on alone later
-            evaluated = program.final_accuracies(rows)
-        for row, accuracies in zip(rows, evaluated, strict=True):
+            evaluated = program.final_metrics(rows)
+        for row, measured in zip(rows, evaluated, strict=True):
             member = program.members[row]
             cost = self.clock.cost(usage(program), span(program, row))
             history = member.history.as_record()
-            ending = Ending(status, program.member_step(row), member.last_losses, accuracies, history)
+            ending = Ending(status, program.member_step(row), member.last_losses, measured, history)
             member.record.finish(ending, cost)
             if self.on_end is not None:
                 self.on_end(member)

@@ -116,7 +116,7 @@ class MemberRows:
         and train on as their new `histories` say (population-based training; stacked only)."""
         for target, source, history in zip(targets, sources, histories, strict=True):
             dst, src = self.members[target], self.members[source]
-            dst.history, dst.last_losses, dst.val_step = history, src.last_losses, None
+            dst.history, dst.last_losses, dst.measured_at = history, src.last_losses, {}
             dst.lr, dst.reg = dst.hyperparameters_at(self.member_step(target))
         self._map_state(lambda tree: _copy_rows(tree, jnp.asarray(targets), jnp.asarray(sources)))
         self._set_hyperparameters()

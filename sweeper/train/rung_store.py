@@ -17,12 +17,12 @@ class RungStore(Protocol):
     """Results at the rungs, by job name."""
 
     def record(self, rung: int, values: dict[str, float]) -> dict[str, float]:
-        """Add `values` ({job: val accuracy}) at `rung`; return every result at `rung` so far."""
+        """Add `values` ({job: objective value}) at `rung`; return every result at `rung` so far."""
         ...
 
     @property
     def reached(self) -> dict[int, dict[str, float]]:
-        """Every result so far: {rung: {job: val accuracy}}."""
+        """Every result so far: {rung: {job: objective value}}."""
         ...
 
 
@@ -39,13 +39,14 @@ class MemoryRungs:
 
     @property
     def reached(self) -> dict[int, dict[str, float]]:
-        """Every result so far: {rung: {job: val accuracy}}."""
+        """Every result so far: {rung: {job: objective value}}."""
         return self._reached
 
 
 class FileRungs:
-    """Results in the JSON-lines file `path`, a line `{"rung", "job", "val_accuracy"}` per result, read and
-    appended under a file lock: every process on the sweep folder ranks against all of them."""
+    """Results in the JSON-lines file `path`, a line `{"rung", "job", "value"}` per result (the objective's
+    value), read and appended under a file lock: every process on the sweep folder ranks against all of
+    them."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -58,12 +59,12 @@ class FileRungs:
             f.seek(0)
             seen = {job: value for at, job, value in _entries(f) if at == rung}
             for job, value in values.items():
-                f.write(json.dumps({"rung": rung, "job": job, "val_accuracy": value}) + "\n")
+                f.write(json.dumps({"rung": rung, "job": job, "value": value}) + "\n")
         return seen | values
 
     @property
     def reached(self) -> dict[int, dict[str, float]]:
-        """Every result in the file: {rung: {job: val accuracy}} (empty without a file)."""
+        """Every result in the file: {rung: {job: objective value}} (empty without a file)."""
         reached: dict[int, dict[str, float]] = {}
         with contextlib.suppress(FileNotFoundError), open(self.path) as f:
             fcntl.flock(f, fcntl.LOCK_SH)
@@ -73,11 +74,13 @@ class FileRungs:
 
 
 def _entries(lines: Iterable[str]) -> Iterator[tuple[int, str, float]]:
-    """(rung, job, val accuracy) of each well-formed line (a line cut off by a kill is skipped)."""
+    """(rung, job, value) of each well-formed line (a line cut off by a kill is skipped; a file written
+    before objectives were configurable names the value `val_accuracy`)."""
     for line in lines:
         try:
             entry = json.loads(line)
-            parsed = int(entry["rung"]), str(entry["job"]), float(entry["val_accuracy"])
+            value = entry["value"] if "value" in entry else entry["val_accuracy"]
+            parsed = int(entry["rung"]), str(entry["job"]), float(value)
         except (ValueError, KeyError, TypeError):
             continue
         yield parsed
