@@ -23,6 +23,7 @@ from sweeper.errors import exit_with
 from sweeper.objective import check_sweep
 from sweeper.record.writer import METRICS_FILE
 from sweeper.status import Status
+from sweeper.task import data
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,13 @@ class SweepCallback(Callback):
         self.total: int | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:  # before any job: a sweep its objective cannot rank is refused in one line (exit 2)
-            swept = {
-                override_key(o.get_key_element())
-                for o in sweep_overrides(config.hydra)
-                if o.is_sweep_override()
-            }
+        try:  # before any job: bad data, or a sweep its objective cannot rank, is refused in one line
+            overrides = sweep_overrides(config.hydra)
+            swept = {override_key(o.get_key_element()) for o in overrides if o.is_sweep_override()}
+            if "data" in config:
+                data.describe(config.data)  # a user's arrays: loaded and checked once, here
             check_sweep(config, swept)
-        except ConfigError as error:  # Hydra turns a callback's exceptions into warnings; not an exit
+        except (ConfigError, data.DataError) as error:  # Hydra turns a callback's exceptions into warnings
             exit_with(error)
         self.started = time.time()
         configure_parallel_workers(config)

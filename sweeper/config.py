@@ -19,7 +19,8 @@ from omegaconf import MISSING, OmegaConf
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_TRAIN_SIZE = 50_000  # official training images; the test set has 10,000
+PREPROCESS = ("center", "standardize", "none")  # data.preprocess (sweeper.task.data)
+LAYOUTS = ("flat", "image")  # data.layout of CIFAR-shaped data
 MULTIRUN_RECORD = "multirun.yaml"  # a sweep's record, which Hydra's sweepers write into its folder
 
 
@@ -77,6 +78,8 @@ class Cifar10Config:
     url: str = CIFAR10_URL
     md5: str | None = CIFAR10_MD5  # null skips the check (for a tarball you built yourself)
     val_size: int = 5000  # held out from the end of the official training order; 0 = as the article
+    preprocess: str = "center"  # center (minus the training mean: the article's) | standardize | none
+    layout: str = "flat"  # flat: (3072,) in the official planar order | image: (32, 32, 3) HWC
 
 
 @dataclass
@@ -89,6 +92,30 @@ class SyntheticConfig:
     val_size: int = 1000
     noise: float = 64.0  # stddev of the per-pixel noise on the 0..255 scale
     seed: int = 0  # picks the dataset; fixed so that a sweep over `seed` sees the same data
+    preprocess: str = "center"
+    layout: str = "flat"
+
+
+@dataclass
+class NpzConfig:
+    """Your own arrays in an .npz file: x_train, y_train, x_test, y_test, optionally x_val, y_val
+    (docs/data.md). x: any numeric dtype and shape (N, ...); y: integer class labels 0..C-1."""
+
+    name: str = "npz"
+    path: str = MISSING  # relative to the folder you run from
+    val_size: int = 0  # training examples held out from the end for validation (without x_val)
+    preprocess: str = "center"  # center | standardize | none (integers reach the model as integers)
+
+
+@dataclass
+class LoaderConfig:
+    """Your own function that returns the arrays of data=npz as a dict: `_target_` is its dotted path
+    (found on PYTHONPATH); keys you add with `+data.key=value` are its keyword arguments."""
+
+    name: str = "loader"
+    _target_: str = MISSING
+    val_size: int = 0
+    preprocess: str = "center"
 
 
 @dataclass
@@ -181,7 +208,7 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schemas in {
-        "data": (Cifar10Config, SyntheticConfig),
+        "data": (Cifar10Config, SyntheticConfig, NpzConfig, LoaderConfig),
         "optimizer": (SGDConfig, MomentumConfig, AdamConfig),
     }.items():
         for schema in schemas:
@@ -278,12 +305,6 @@ def fuse_key(cfg_dict: dict, *, pad_widths: bool) -> str:
     return json.dumps({k: v for k, v in cfg_dict.items() if k not in skip}, sort_keys=True, default=str)
 
 
-def train_set_size(data_cfg: Any) -> int:
-    """Images left for training after the validation split, known without loading anything."""
-    total = CIFAR10_TRAIN_SIZE if data_cfg.name == "cifar10" else data_cfg.train_size
-    return total - data_cfg.val_size
-
-
 def validate(cfg: Any) -> None:
     """Raise ConfigError naming the first key whose value is out of range."""
 
@@ -302,20 +323,7 @@ def validate(cfg: Any) -> None:
     require(cfg.log_every >= 1, "log_every", ">= 1", cfg.log_every)
     require(cfg.checkpoint_every >= 1, "checkpoint_every", ">= 1", cfg.checkpoint_every)
 
-    data = cfg.data
-    if data.name == "synthetic":
-        require(data.train_size >= 2, "data.train_size", ">= 2", data.train_size)
-        require(data.test_size >= 1, "data.test_size", ">= 1", data.test_size)
-        require(math.isfinite(data.noise) and data.noise >= 0, "data.noise", ">= 0", data.noise)
-    total = train_set_size(data) + data.val_size
-    require(0 <= data.val_size < total, "data.val_size", f"in [0, {total})", data.val_size)
-    n_train = train_set_size(data)
-    require(
-        1 <= cfg.batch_size <= n_train,
-        "batch_size",
-        f"in [1, {n_train}] (the training-set size)",
-        cfg.batch_size,
-    )
+    _validate_data(cfg, require)
 
     previous = 0
     for i, change in enumerate(cfg.schedule):
@@ -341,3 +349,27 @@ def validate(cfg: Any) -> None:
             "a checkpoint file or run folder with mode=eval",
             cfg.checkpoint,
         )
+
+
+def _validate_data(cfg: Any, require: Any) -> None:
+    """The data keys, and batch_size against the training-set size (sweeper.task.data.describe: from the
+    config, or, for a user's arrays, by loading them once)."""
+    data = cfg.data
+    if data.name == "synthetic":
+        require(data.train_size >= 2, "data.train_size", ">= 2", data.train_size)
+        require(data.test_size >= 1, "data.test_size", ">= 1", data.test_size)
+        require(math.isfinite(data.noise) and data.noise >= 0, "data.noise", ">= 0", data.noise)
+    require(data.val_size >= 0, "data.val_size", ">= 0", data.val_size)
+    preprocess = data.get("preprocess", "center")
+    require(preprocess in PREPROCESS, "data.preprocess", " | ".join(PREPROCESS), preprocess)
+    require(data.get("layout", "flat") in LAYOUTS, "data.layout", " | ".join(LAYOUTS), data.get("layout"))
+    from sweeper.task.data import describe  # it imports this module
+
+    n_train = describe(data).num_train  # from the config, or (a user's arrays) by loading them once
+    require(
+        1 <= cfg.batch_size <= n_train,
+        "batch_size",
+        f"in [1, {n_train}] (the training-set size)",
+        cfg.batch_size,
+    )
+

@@ -14,29 +14,34 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sweeper.config import CIFAR10_TRAIN_SIZE, ConfigError, train_set_size
-from sweeper.task.data import EVAL_CHUNK, IMAGE_SIZE, NUM_CLASSES
+import numpy as np
+
+from sweeper.config import ConfigError
+from sweeper.task import data
+from sweeper.task.data import EVAL_CHUNK
 
 FLOAT = 4  # bytes
 OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}  # parameter-sized buffers each optimizer keeps
 
 
 def dataset_bytes(data_cfg: Any) -> int:
-    """The dataset on the device: uint8 images, int32 labels, the float32 mean image."""
-    if data_cfg.name == "cifar10":
-        images = CIFAR10_TRAIN_SIZE + 10_000
-    else:
-        images = data_cfg.train_size + data_cfg.test_size
-    return images * (IMAGE_SIZE + 4) + IMAGE_SIZE * FLOAT
+    """The dataset on the device: its inputs in their own dtype, int32 labels, the float32 statistics
+    its preprocessing uses."""
+    info = data.describe(data_cfg)
+    examples = info.num_train + info.num_val + info.num_test
+    statistics = {"none": 0, "center": 1, "standardize": 2}.get(data_cfg.get("preprocess", "center"), 2)
+    inputs = examples * (info.input_size * np.dtype(info.dtype).itemsize + 4)  # and int32 labels
+    return inputs + statistics * info.input_size * FLOAT
 
 
 def member_bytes(cfg: Any) -> int:
     """What one run adds while it trains: its state and its step's working memory."""
-    hidden = cfg.hidden
-    params = (IMAGE_SIZE + 1 + NUM_CLASSES) * hidden + NUM_CLASSES
+    hidden, info = cfg.hidden, data.describe(cfg.data)
+    inputs, classes = info.input_size, info.num_classes
+    params = (inputs + 1 + classes) * hidden + classes
     copies = 3 + OPTIMIZER_COPIES.get(cfg.optimizer.name, 2)  # params, gradients, new params, optimizer
-    batch = min(cfg.batch_size, train_set_size(cfg.data))
-    activations = batch * (IMAGE_SIZE + 3 * hidden + 2 * NUM_CLASSES) + EVAL_CHUNK * (hidden + NUM_CLASSES)
+    batch = min(cfg.batch_size, info.num_train)
+    activations = batch * (inputs + 3 * hidden + 2 * classes) + EVAL_CHUNK * (hidden + classes)
     return (copies * params + activations) * FLOAT
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeper.config import ConfigError
+from sweeper.task import data
 
 METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
 MODES = ("max", "min")
@@ -113,7 +114,7 @@ def check_sweep_objective(cfg: Any) -> None:
     """Raise ConfigError where a sweep could not rank its jobs by `cfg`'s objective: it is measured on
     the validation split and data.val_size=0 holds none (a single run may: it reports no objective)."""
     objective = Objective.of(cfg)
-    if objective.needs_validation() and cfg.data.get("val_size", 0) == 0:
+    if objective.needs_validation() and data.describe(cfg.data).num_val == 0:
         raise ConfigError(
             f"objective.metric={objective.metric} ranks a sweep on the validation split, which "
             "data.val_size=0 leaves empty: set data.val_size > 0 (or a train_ objective)"

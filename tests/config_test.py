@@ -107,7 +107,7 @@ def test_cli_help_lists_keys_and_groups():
         "max_steps: 2000",
         "log_every: 100",
         "checkpoint_every: 1000",
-        "data: cifar10, synthetic",
+        "data: cifar10, loader, npz, synthetic",
         "optimizer: adam, momentum, sgd",
         "python run.py -m",
     ):

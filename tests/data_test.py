@@ -166,7 +166,7 @@ def test_a_batch_of_the_wrong_shape_is_refused(tmp_path, batches):
 
 def test_val_size_must_leave_training_images(tmp_path, batches):
     folder = write_folder(tmp_path, batches)
-    with pytest.raises(DataError, match="val_size=100 leaves no training images"):
+    with pytest.raises(DataError, match="val_size=100 leaves no training examples"):
         data.load(cifar_cfg(folder, val_size=100))
 
 

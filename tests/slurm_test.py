@@ -322,6 +322,22 @@ def test_a_fused_grid_as_two_slurm_jobs_gives_the_local_fused_launchers_results(
     assert job_metrics(tmp_path / "slurm") == got
 
 
+def test_a_fused_slurm_sweep_on_your_own_npz_finds_it_by_its_relative_path(slurm, tmp_path):
+    from own_data_test import write_npz
+
+    write_npz(tmp_path / "mine.npz")  # run from tmp_path: data.path is relative to it
+    args = ["-m", "data=npz", "data.path=mine.npz", "data.val_size=100", "batch_size=50", "max_steps=100"]
+    args += ["hidden=8,16", "lr=0.003,0.01", "histograms=false", "hydra.launcher.max_batch=4"]
+    local = run_cli(*args, "hydra/launcher=fused", f"hydra.sweep.dir={tmp_path / 'local'}", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    on_slurm = run_cli(*args, *ON_FUSED_SLURM, f"hydra.sweep.dir={tmp_path / 'slurm'}", cwd=tmp_path)
+    assert on_slurm.returncode == 0, on_slurm.stderr
+    expected, got = job_metrics(tmp_path / "local"), job_metrics(tmp_path / "slurm")
+    assert len(got) == 4 and got.keys() == expected.keys()
+    for name in expected:
+        assert results(got[name]) == results(expected[name]), name
+
+
 def test_a_slurm_job_trains_its_configs_as_a_slot_pool_as_the_local_launcher_does(slurm, tmp_path):
     args = ["-m", *SWEEP, "hidden=16", "lr=0.001,0.002,100", "reg=0.1,1.0", "hydra.launcher.max_batch=2"]
     local = run_cli(*args, "hydra/launcher=fused", f"hydra.sweep.dir={tmp_path / 'local'}")

@@ -56,6 +56,8 @@ def save(
     opt_state: Any,
     mean_image: Any,
     data_order: dict,
+    scale: Any = None,
+    data_fingerprint: str | None = None,
     config: dict,
     history: dict | None = None,
     attempts: list | None = None,
@@ -68,7 +70,9 @@ def save(
         "step": int(step),
         "params": jax.tree.map(to_numpy, nnx.to_pure_dict(params)),
         "opt_state": [to_numpy(leaf) for leaf in jax.tree.leaves(opt_state)],
-        "mean_image": to_numpy(mean_image),  # part of the model's input pipeline
+        "mean_image": None if mean_image is None else to_numpy(mean_image),  # the input pipeline's
+        "scale": None if scale is None else to_numpy(scale),
+        "data_fingerprint": data_fingerprint,  # resume and eval refuse other data
         "data_order": dict(data_order),
         "config": config,
         "history": history or {},  # a schedule and lineage, where the run has them (plain values)
@@ -162,13 +166,15 @@ def restore_latest(
     data_order: dict,
     logger: logging.Logger,
     upto: int | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[nnx.State, Any, int, dict]:
     """(params, opt_state, step, payload) from the newest checkpoint in `directory` that loads (and is
     not past step `upto`), or the given ones at step 0 (and an empty payload) when there is none.
 
     A checkpoint that cannot be read (cut short by a full disk, say) is passed over with a warning
     naming it, and left in place. One that loads but was written for another model, optimizer, seed,
-    batch size or training set is refused: resuming from it would not continue the same run.
+    batch size, training set or data (its `fingerprint`, sweeper.task.data.Info) is refused: resuming from
+    it would not continue the same run.
     """
     for step, path in all_steps(directory):
         if upto is not None and step > upto:
@@ -178,6 +184,7 @@ def restore_latest(
         except CheckpointError as error:
             logger.warning("cannot resume from it: %s; trying an earlier checkpoint", error)
             continue
+        check_data(payload, fingerprint, path)
         params = restore_params(payload, params, path)
         opt_state = restore_opt_state(payload, opt_state, path)
         saved = {k: payload["data_order"].get(k) for k in ("seed_words", "num_images", "batch_size")}
@@ -191,3 +198,14 @@ def restore_latest(
         return params, opt_state, step, payload
     logger.info("no checkpoint to resume from in %s: starting at step 0", directory)
     return params, opt_state, 0, {}
+
+
+def check_data(payload: dict, fingerprint: str | None, path: Path) -> None:
+    """Refuse a checkpoint written on other data than `fingerprint` (one written before checkpoints kept
+    a fingerprint is taken on trust)."""
+    saved = payload.get("data_fingerprint")
+    if saved is not None and fingerprint is not None and saved != fingerprint:
+        raise CheckpointError(
+            f"{path} was written on other data (fingerprint {saved}, the data now gives {fingerprint}): "
+            "the data or data.preprocess changed; train the new data in a new run folder"
+        )

@@ -20,8 +20,7 @@ from jax.extend import core as jax_core
 from omegaconf import OmegaConf
 
 from sweeper.record.writer import AttrValue, GraphDef, NodeDef, TensorShapeProto
-from sweeper.task import model, train_step
-from sweeper.task.data import IMAGE_SIZE
+from sweeper.task import data, model, train_step
 
 # Primitives that call another jaxpr with the same inputs and outputs: shown opened up, not as one node.
 CALLS = (
@@ -38,22 +37,25 @@ CALLS = (
 _WRAPPED = re.compile(r"^(\w+)\((.*)\)$")
 
 
-def run_graph(cfg: dict[str, Any], num_train: int) -> GraphDef:
-    """The graph of one training step of the run `cfg` (a plain config dict) on `num_train` images."""
+def run_graph(cfg: dict[str, Any], info: data.Info) -> GraphDef:
+    """The graph of one training step of the run `cfg` (a plain config dict) on the data `info` describes."""
     optimizer = json.dumps(cfg["optimizer"], sort_keys=True)
-    return _traced(int(cfg["hidden"]), int(cfg["batch_size"]), int(num_train), optimizer)
+    preprocess = cfg["data"].get("preprocess", "center")
+    return _traced(int(cfg["hidden"]), int(cfg["batch_size"]), info, preprocess, optimizer)
 
 
 @functools.lru_cache(maxsize=16)  # a fused program's members share their width's graph
-def _traced(hidden: int, batch_size: int, num_train: int, optimizer: str) -> GraphDef:
-    graphdef, params = model.abstract(hidden)
+def _traced(hidden: int, batch_size: int, info: data.Info, preprocess: str, optimizer: str) -> GraphDef:
+    graphdef, params = model.abstract(hidden, info.model_shape)
     make_optimizer = train_step.optimizer_factory(OmegaConf.create(json.loads(optimizer)))
     opt_state = jax.eval_shape(lambda p: make_optimizer(0.0).init(p), params)
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    statistic = jax.ShapeDtypeStruct(info.input_shape, jnp.float32)
     train = train_step.DeviceData(
-        images=jax.ShapeDtypeStruct((num_train, IMAGE_SIZE), jnp.uint8),
-        labels=jax.ShapeDtypeStruct((num_train,), jnp.int32),
-        mean_image=jax.ShapeDtypeStruct((IMAGE_SIZE,), jnp.float32),
+        images=jax.ShapeDtypeStruct((info.num_train, *info.input_shape), jnp.dtype(info.dtype)),
+        labels=jax.ShapeDtypeStruct((info.num_train,), jnp.int32),
+        mean_image=None if preprocess == "none" else statistic,
+        scale=statistic if preprocess == "standardize" else None,
     )
     args = {
         "params": params,

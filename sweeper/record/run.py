@@ -50,12 +50,12 @@ class RunRecord:
         """The run's first log line: every hyperparameter."""
         self.log.info("config: %s", " ".join(f"{k}={v}" for k, v in self.hparams.items()))
 
-    def open(self, start: int, num_train: int) -> None:
-        """Start writing TensorBoard events, the run's graph first (its train step on `num_train`
-        images); on resume, events an earlier attempt wrote past `start` go."""
+    def open(self, start: int, info: Any) -> None:
+        """Start writing TensorBoard events, the run's graph first (its train step on the data `info`
+        describes, sweeper.task.data.Info); on resume, events an earlier attempt wrote past `start` go."""
         self.writer = RunWriter(self.workdir, purge_step=start)
         try:
-            self.writer.graph(graph.run_graph(self.cfg_dict, num_train))
+            self.writer.graph(graph.run_graph(self.cfg_dict, info))
         except Exception as error:  # reads JAX's traced program: never worth stopping a run for
             self.log.warning("no graph for TensorBoard's Graphs tab: %s: %s", type(error).__name__, error)
 
@@ -92,6 +92,8 @@ class RunRecord:
             params=snapshot.params,
             opt_state=snapshot.opt_state,
             mean_image=snapshot.mean_image,
+            scale=snapshot.scale,
+            data_fingerprint=snapshot.data_fingerprint,
             data_order=snapshot.data_order,
             history=snapshot.history,
             attempts=[*self.attempts, attempt],

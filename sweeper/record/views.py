@@ -26,6 +26,8 @@ class Snapshot:
     params: Any
     opt_state: Any
     mean_image: Any
+    scale: Any  # 1/std of data.preprocess=standardize, else None
+    data_fingerprint: str | None  # of the data it trains on (sweeper.task.data.Info)
     data_order: dict[str, Any]
     history: dict[str, list[dict[str, Any]]]
     last_losses: np.ndarray | None

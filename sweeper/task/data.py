@@ -1,49 +1,69 @@
-"""CIFAR-10 download/verify/extract/parse, synthetic data, the validation split and the batch order.
+"""Datasets: the one place that knows the sources (CIFAR-10, synthetic, a user's .npz or loader
+function), the validation split, the input statistics preprocessing needs, and the batch order.
 numpy only, no JAX.
 
-Images stay uint8 (N, 3072) in R-plane, G-plane, B-plane order as the official files store them; the
-training mean image is float32 and is subtracted on the fly by the model's input pipeline.
+Every source gives arrays x (N, ...) of any numeric dtype and integer labels y (N,). They stay in their
+own dtype (CIFAR-10: uint8 (N, 3072) in R-plane, G-plane, B-plane order, as the official files store
+them); `data.preprocess` is applied on the device, inside the step (sweeper.task.train_step).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
-import os
-import pickle
-import shutil
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
+import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from sweeper import safe_pickle
-from sweeper.config import CIFAR10_MD5
+from sweeper.config import PREPROCESS, ConfigError
 
-FOLDER = "cifar-10-batches-py"
-TARBALL = "cifar-10-python.tar.gz"
-TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_FILE = "test_batch"
-NUM_CLASSES = 10
+NUM_CLASSES = 10  # CIFAR-10's (and the synthetic data's)
 IMAGE_SIZE = 3072  # 32 x 32 x 3
-EVAL_CHUNK = 5000  # images per evaluation call (sweeper.task.train_step): bounds its activations
+IMAGE_SHAPE = (32, 32, 3)  # data.layout=image: height, width, channels
+EVAL_CHUNK = 5000  # examples per evaluation call (sweeper.task.train_step): bounds its activations
 # Synthetic class patterns swing +-16 around grey under noise of stddev 64: learnable, not trivial
 # (the default MLP reaches ~70 % test accuracy in 300 steps, chance is 10 %).
 PATTERN_AMPLITUDE = 16.0
+CIFAR10_TRAIN_SIZE, CIFAR10_TEST_SIZE = 50_000, 10_000
+SPLIT_ARRAYS = ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels")
 
 
 class DataError(RuntimeError):
-    """The data cannot be found, fetched, verified or parsed; the message says what to do."""
+    """The data cannot be found, fetched, verified, parsed or used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Info:
+    """What the rest of sweeper needs to know of a dataset: split sizes, one example's shape and dtype,
+    the number of classes; and, once loaded, a fingerprint of what the model sees (checkpoints keep it)."""
+
+    num_train: int
+    num_val: int
+    num_test: int
+    input_shape: tuple[int, ...]
+    dtype: str
+    num_classes: int
+    fingerprint: str | None = None
+
+    @property
+    def model_shape(self) -> tuple[tuple[int, ...], int]:
+        """(input_shape, num_classes): what a model is built for."""
+        return self.input_shape, self.num_classes
+
+    @property
+    def input_size(self) -> int:
+        """Values per example."""
+        return int(np.prod(self.input_shape))
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """uint8 images (N, 3072) and int32 labels per split, plus the float32 mean training image."""
+    """Inputs (N, ...) in their own dtype and int32 labels per split; the training split's per-value
+    mean (float32) and, for data.preprocess=standardize, 1/std, which the step applies on the device
+    (None where the preprocessing does not use them)."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -51,31 +71,220 @@ class Dataset:
     val_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
-    mean_image: np.ndarray
+    mean_image: np.ndarray | None
+    scale: np.ndarray | None = None
+    num_classes: int = NUM_CLASSES
+    preprocess: str = "center"
+
+    @functools.cached_property
+    def info(self) -> Info:
+        """Its sizes, shapes and classes, with the fingerprint of its arrays and preprocessing."""
+        return Info(
+            len(self.train_labels),
+            len(self.val_labels),
+            len(self.test_labels),
+            tuple(self.train_images.shape[1:]),
+            str(self.train_images.dtype),
+            self.num_classes,
+            self._fingerprint(),
+        )
+
+    def _fingerprint(self) -> str:
+        # CRC-32 of each array: a change detector (not a signature) that reads CIFAR-10 in ~0.1 s.
+        digest = hashlib.sha256(self.preprocess.encode())
+        for name in SPLIT_ARRAYS:
+            array = np.ascontiguousarray(getattr(self, name))
+            digest.update(f"{name}{array.shape}{array.dtype}{zlib.crc32(array.data)}".encode())
+        return digest.hexdigest()[:16]
+
+
+def _option(data_cfg: Any, key: str, default: Any) -> Any:
+    return data_cfg.get(key, default) if hasattr(data_cfg, "get") else getattr(data_cfg, key, default)
+
+
+def _shape(data_cfg: Any) -> tuple[int, ...]:
+    """One CIFAR-shaped example's shape in the configured layout."""
+    return IMAGE_SHAPE if _option(data_cfg, "layout", "flat") == "image" else (IMAGE_SIZE,)
+
+
+def _held_out(data_cfg: Any, total: int) -> int:
+    if not 0 <= data_cfg.val_size < total:
+        raise ConfigError(
+            f"data.val_size must be in [0, {total}) (the training examples), got {data_cfg.val_size}"
+        )
+    return data_cfg.val_size
+
+
+class Cifar10:
+    """The official CIFAR-10 (sweeper.task.cifar10): its sizes are known before loading."""
+
+    @staticmethod
+    def load(data_cfg: Any) -> tuple:
+        from sweeper.task import cifar10
+
+        return (*cifar10.load(data_cfg), None)
+
+    @staticmethod
+    def describe(data_cfg: Any) -> Info:
+        val = _held_out(data_cfg, CIFAR10_TRAIN_SIZE)
+        return Info(CIFAR10_TRAIN_SIZE - val, val, CIFAR10_TEST_SIZE, _shape(data_cfg), "uint8", NUM_CLASSES)
+
+
+class Synthetic:
+    """Generated CIFAR-shaped data (make_synthetic): its sizes are its config's."""
+
+    @staticmethod
+    def load(data_cfg: Any) -> tuple:
+        return (*make_synthetic(data_cfg), None)
+
+    @staticmethod
+    def describe(data_cfg: Any) -> Info:
+        val = _held_out(data_cfg, data_cfg.train_size)
+        sizes = (data_cfg.train_size - val, val, data_cfg.test_size)
+        return Info(*sizes, _shape(data_cfg), "uint8", NUM_CLASSES)
+
+
+class UserArrays:
+    """A user's arrays (sweeper.task.arrays): an .npz file (data=npz) or a loader function (data=loader),
+    checked when loaded; their sizes are known only then."""
+
+    @staticmethod
+    def load(data_cfg: Any) -> tuple:
+        from sweeper.task import arrays
+
+        if data_cfg.name == "npz":
+            from hydra.utils import to_absolute_path  # the folder the command ran in, whatever Hydra's chdir
+
+            path = to_absolute_path(str(data_cfg.path))
+            found, source = arrays.load_npz(path), f"data.path={path}"
+        else:
+            target = str(_option(data_cfg, "_target_", "") or "")
+            kwargs = {k: v for k, v in _items(data_cfg) if k not in LOADER_KEYS}
+            found, source = arrays.call_loader(target, kwargs), f"data._target_={target}"
+        arrays.check_arrays(found, source)
+        val = (found["x_val"], found["y_val"]) if "x_val" in found else None
+        labels = [np.asarray(found[k], dtype=np.int32) for k in ("y_train", "y_test")]
+        return found["x_train"], labels[0], found["x_test"], labels[1], _int_labels(val)
+
+    @staticmethod
+    def describe(data_cfg: Any) -> Info:
+        return load(data_cfg).info
+
+
+# Keys of data=loader that are sweeper's; the others are the loader function's arguments.
+LOADER_KEYS = ("name", "_target_", "val_size", "preprocess")
+SOURCES = {"cifar10": Cifar10, "synthetic": Synthetic, "npz": UserArrays, "loader": UserArrays}
+
+
+def _items(data_cfg: Any) -> list[tuple[str, Any]]:
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(data_cfg):
+        return list(OmegaConf.to_container(data_cfg, resolve=True).items())
+    return list(vars(data_cfg).items())
+
+
+def _int_labels(val: tuple | None) -> tuple | None:
+    return None if val is None else (val[0], np.asarray(val[1], dtype=np.int32))
+
+
+def _source(name: str) -> Any:
+    if name not in SOURCES:
+        raise DataError(f"data.name must be one of {', '.join(SOURCES)}, got {name!r}")
+    return SOURCES[name]
+
+
+_loaded: dict[str, Dataset] = {}  # the last dataset loaded: checks and training share one load
 
 
 def load(data_cfg: Any) -> Dataset:
-    """The dataset that `data_cfg` names (cifar10 or synthetic), split and with its mean image."""
-    if data_cfg.name == "cifar10":
-        train_x, train_y, test_x, test_y = load_cifar10(data_cfg)
-    elif data_cfg.name == "synthetic":
-        train_x, train_y, test_x, test_y = make_synthetic(data_cfg)
-    else:
-        raise DataError(f"unknown data.name {data_cfg.name!r} (expected cifar10 or synthetic)")
-    return split(train_x, train_y, test_x, test_y, data_cfg.val_size)
+    """The dataset that `data_cfg` names, checked, split, laid out, with its preprocessing statistics
+    (the last one is kept: loading it again for the same config costs nothing)."""
+    key = _load_key(data_cfg)
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = _load(data_cfg)
+    return _loaded[key]
 
 
-def split(train_x, train_y, test_x, test_y, val_size: int) -> Dataset:
-    """Hold out the last `val_size` training images (official order) for validation."""
-    n_train = len(train_x) - val_size
+def _load_key(data_cfg: Any) -> str:
+    """A dataset's cache key: its config, and for a file, its size and time (a file rewritten is new)."""
+    key = repr(_items(data_cfg))
+    if data_cfg.name == "npz":
+        import os
+
+        from hydra.utils import to_absolute_path
+
+        with contextlib.suppress(OSError):
+            stat = os.stat(to_absolute_path(str(data_cfg.path)))
+            key += f"{stat.st_size}:{stat.st_mtime_ns}"
+    return key
+
+
+def _load(data_cfg: Any) -> Dataset:
+    train_x, train_y, test_x, test_y, val = _source(data_cfg.name).load(data_cfg)
+    if _option(data_cfg, "layout", "flat") == "image":
+        train_x, test_x = as_images(train_x), as_images(test_x)
+    preprocess = _option(data_cfg, "preprocess", "center")
+    num_classes = int(train_y.max()) + 1 if SOURCES[data_cfg.name] is UserArrays else NUM_CLASSES
+    return split(train_x, train_y, test_x, test_y, data_cfg.val_size, val, preprocess, num_classes)
+
+
+_described: dict[str, Info] = {}
+
+
+def describe(data_cfg: Any) -> Info:
+    """The dataset's Info without training anything: from the config where the source's sizes are known
+    (CIFAR-10, synthetic; no fingerprint), else by loading and checking it once per process."""
+    key = _load_key(data_cfg)
+    if key not in _described:
+        _described[key] = _source(data_cfg.name).describe(data_cfg)
+    return _described[key]
+
+
+def as_images(x: np.ndarray) -> np.ndarray:
+    """CIFAR-10's planar (N, 3072) rows as (N, 32, 32, 3) height-width-channel images."""
+    return np.ascontiguousarray(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+def split(
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    val_size: int,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    preprocess: str = "center",
+    num_classes: int = NUM_CLASSES,
+) -> Dataset:
+    """Hold out the last `val_size` training examples (official order) for validation, unless the source
+    gave its own `val` split; compute what `preprocess` needs from the training split."""
+    if val is not None and val_size:
+        raise DataError(
+            f"data.val_size={val_size} holds out training examples, but the data has its own x_val: "
+            "set data.val_size=0 to use it"
+        )
+    n_train = len(train_x) - (val_size if val is None else 0)
     if not 0 <= val_size < len(train_x):
-        raise DataError(f"data.val_size={val_size} leaves no training images of {len(train_x)}")
-    train_images = train_x[:n_train]
-    # Exact: integer sums stay below 2**24 for up to 65,000 images, so float32 loses nothing here.
-    mean_image = train_images.mean(axis=0, dtype=np.float32)
-    return Dataset(
-        train_images, train_y[:n_train], train_x[n_train:], train_y[n_train:], test_x, test_y, mean_image
-    )
+        raise DataError(f"data.val_size={val_size} leaves no training examples of {len(train_x)}")
+    val_x, val_y = val if val is not None else (train_x[n_train:], train_y[n_train:])
+    train_x, train_y = train_x[:n_train], train_y[:n_train]
+    mean, scale = statistics(train_x, preprocess)
+    return Dataset(train_x, train_y, val_x, val_y, test_x, test_y, mean, scale, num_classes, preprocess)
+
+
+def statistics(train_x: np.ndarray, preprocess: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(mean, 1/std) per input value of the training split, float32, as `preprocess` needs them."""
+    if preprocess not in PREPROCESS:
+        raise DataError(f"data.preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}")
+    if preprocess == "none":
+        return None, None
+    # Exact for uint8: integer sums stay below 2**24 for up to 65,000 images, so float32 loses nothing.
+    mean = train_x.mean(axis=0, dtype=np.float32)
+    if preprocess == "center":
+        return mean, None
+    std = train_x.std(axis=0, dtype=np.float64)
+    return mean, np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 1.0).astype(np.float32)
 
 
 class BatchOrder:
@@ -115,169 +324,6 @@ class BatchOrder:
             "epoch": step // self.steps_per_epoch,
             "batch_in_epoch": step % self.steps_per_epoch,
         }
-
-
-# --- CIFAR-10 -------------------------------------------------------------------------------------------
-
-
-def load_cifar10(data_cfg: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Official-order (train_x, train_y, test_x, test_y), fetching the archive if it is not there."""
-    folder = find_or_fetch(Path(os.path.expanduser(str(data_cfg.root))), data_cfg.url, data_cfg.md5)
-    parts = [read_batch(folder / name) for name in TRAIN_FILES]
-    train_x = np.concatenate([x for x, _ in parts])
-    train_y = np.concatenate([y for _, y in parts])
-    test_x, test_y = read_batch(folder / TEST_FILE)
-    return train_x, train_y, test_x, test_y
-
-
-def _complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in (*TRAIN_FILES, TEST_FILE))
-
-
-def find_or_fetch(root: Path, url: str, md5: str | None) -> Path:
-    """The `cifar-10-batches-py` folder for `root`; downloads and extracts only if nothing is there.
-
-    `root` may be the batches folder itself, a tarball, or a cache folder holding either.
-    """
-    if root.is_dir() and _complete(root):
-        return root
-    if root.is_file():
-        tarball, dest = root, root.parent
-    else:
-        tarball, dest = root / TARBALL, root
-    if _complete(dest / FOLDER):
-        return dest / FOLDER
-    if not tarball.is_file():
-        if root.suffix == ".gz":
-            raise DataError(f"data.root {root} does not exist")
-        download(url, tarball, md5, root)
-    else:
-        check_md5(tarball, md5)
-    extract(tarball, dest)
-    if not _complete(dest / FOLDER):
-        raise DataError(f"{tarball} holds no complete {FOLDER}/ folder")
-    return dest / FOLDER
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_md5(tarball: Path, md5: str | None) -> None:
-    """Refuse a tarball whose md5 differs from `md5` (no check when `md5` is empty)."""
-    if md5 and (actual := file_md5(tarball)) != md5:
-        raise DataError(
-            f"{tarball} has md5 {actual}, expected {md5}; replace the file, or set "
-            f"data.md5={actual} if you built it yourself"
-        )
-
-
-def download(url: str, dest: Path, md5: str | None, root: Path) -> None:
-    """Fetch `url` into `dest` via a temporary file that is renamed only once its md5 matches."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    except OSError as e:
-        raise DataError(f"cannot write into data.root {root}: {e.strerror}") from e
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=60) as response:
-                    size = int(response.headers.get("Content-Length") or 0) or None
-                    with tqdm(
-                        total=size, unit="B", unit_scale=True, desc=f"Downloading {dest.name}", disable=None
-                    ) as bar:
-                        for chunk in iter(lambda: response.read(1 << 20), b""):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            bar.update(len(chunk))
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", None) or e
-                raise DataError(
-                    f"could not download CIFAR-10 from {url} ({reason}). Offline? Put {TARBALL} "
-                    f"(md5 {CIFAR10_MD5}) in {root}/ or its extracted {FOLDER}/ folder at "
-                    f"{root / FOLDER}, or point data.root at either"
-                ) from e
-            out.flush()
-            os.fsync(out.fileno())
-        if md5 and (actual := digest.hexdigest()) != md5:
-            raise DataError(f"download from {url} has md5 {actual}, expected {md5}; the file was removed")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _check_member(member: tarfile.TarInfo, dest: Path, tarball: Path) -> None:
-    name = member.name
-    if member.issym() or member.islnk():
-        raise DataError(f"{tarball}: refusing link member {name!r} -> {member.linkname!r}")
-    if not (member.isfile() or member.isdir()):
-        raise DataError(f"{tarball}: refusing special member {name!r}")
-    parts = PurePosixPath(name).parts
-    if PurePosixPath(name).is_absolute() or ".." in parts or not (dest / name).resolve().is_relative_to(dest):
-        raise DataError(f"{tarball}: refusing member {name!r}, which would land outside {dest}")
-
-
-def extract(tarball: Path, dest: Path) -> None:
-    """Extract `tarball` into `dest` atomically; refuse members that would escape `dest`."""
-    dest = dest.resolve()
-    try:
-        tmp = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
-    except OSError as e:
-        raise DataError(f"cannot extract {tarball} into {dest}: {e.strerror}") from e
-    try:
-        try:
-            with tarfile.open(tarball, "r:*") as tar:
-                members = tar.getmembers()
-                for member in members:
-                    _check_member(member, dest, tarball)
-                kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                tar.extractall(tmp, members=members, **kwargs)
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise DataError(f"{tarball} is truncated or not a tar.gz archive ({e})") from e
-        if (tmp / FOLDER).is_dir():
-            target = dest / FOLDER
-            if target.exists():  # an incomplete earlier copy: replace it whole
-                shutil.rmtree(target)
-            os.replace(tmp / FOLDER, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images (N, 3072), int32 labels (N,)) from one official pickle, via the restricted unpickler."""
-    try:
-        with open(path, "rb") as f:
-            batch = safe_pickle.load(f, encoding="bytes")
-    except safe_pickle.ForbiddenGlobal as e:
-        raise DataError(f"{path}: {e}") from e
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError) as e:
-        raise DataError(f"{path} is truncated or not a CIFAR-10 batch ({e})") from e
-    if not isinstance(batch, dict):
-        raise DataError(f"{path} is not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
-    images = batch.get(b"data", batch.get("data"))
-    labels = batch.get(b"labels", batch.get("labels"))
-    if (
-        not isinstance(images, np.ndarray)
-        or images.dtype != np.uint8
-        or images.ndim != 2
-        or images.shape[1] != IMAGE_SIZE
-        or labels is None
-        or len(labels) != len(images)
-    ):
-        raise DataError(
-            f"{path} is not a CIFAR-10 batch (expected uint8 data of shape (N, {IMAGE_SIZE}) and N labels)"
-        )
-    labels = np.asarray(labels, dtype=np.int32)
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(f"{path}: labels outside 0..{NUM_CLASSES - 1}")
-    return np.ascontiguousarray(images), labels
 
 
 # --- synthetic ------------------------------------------------------------------------------------------

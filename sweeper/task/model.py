@@ -1,4 +1,5 @@
-"""The article's model: 3072 -> hidden (ReLU) -> 10, fully connected, as a Flax NNX module."""
+"""The article's model: 3072 -> hidden (ReLU) -> 10, fully connected, as a Flax NNX module; on other
+data, (its input values, flattened) -> hidden -> (its classes)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import numpy as np
 from flax import nnx
 
 from sweeper.task.data import IMAGE_SIZE, NUM_CLASSES
+
+Shape = tuple[tuple[int, ...], int]  # what a model is built for: (one input's shape, number of classes)
+CIFAR10: Shape = ((IMAGE_SIZE,), NUM_CLASSES)
 
 
 class Dense(nnx.Module):
@@ -39,11 +43,17 @@ class MLP(nnx.Module):
     """Two fully connected layers, `layer1` (3072 -> hidden, ReLU) and `layer2` (hidden -> 10), as the
     article numbers them; weights truncated-normal with stddev 1/sqrt(fan_in), biases zero."""
 
-    def __init__(self, hidden: int, *, rngs: nnx.Rngs):
-        self.layer1 = Dense(IMAGE_SIZE, hidden, rngs=rngs)
-        self.layer2 = Dense(hidden, NUM_CLASSES, rngs=rngs)
+    def __init__(self, hidden: int, *, shape: Shape = CIFAR10, rngs: nnx.Rngs):
+        input_shape, num_classes = shape
+        self.layer1 = Dense(int(np.prod(input_shape)), hidden, rngs=rngs)
+        self.layer2 = Dense(hidden, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        # Any input shape: flattened (a no-op for the article's (N, 3072)); integers (data.preprocess=none)
+        # become floats for the matmul.
+        x = x.reshape(x.shape[0], -1)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.float32)
         # Named scopes only name the traced ops (TensorBoard's Graphs tab, profiles); the program is the same.
         with jax.named_scope("layer1"):
             activations = jax.nn.relu(self.layer1(x))
@@ -51,15 +61,20 @@ class MLP(nnx.Module):
             return self.layer2(activations)
 
 
-def abstract(hidden: int) -> tuple[nnx.GraphDef, nnx.State]:
+def abstract(hidden: int, shape: Shape = CIFAR10) -> tuple[nnx.GraphDef, nnx.State]:
     """The MLP's static graph and the shapes of its parameters, without computing anything."""
-    return nnx.split(nnx.eval_shape(lambda: MLP(hidden, rngs=nnx.Rngs(0))), nnx.Param)
+    return nnx.split(nnx.eval_shape(lambda: MLP(hidden, shape=shape, rngs=nnx.Rngs(0))), nnx.Param)
 
 
-def init_params(hidden: int, key: jax.Array) -> nnx.State:
+def init_params(hidden: int, key: jax.Array, shape: Shape = CIFAR10) -> nnx.State:
     """Freshly initialised parameters (a pytree); call it under `jax.jit`: eagerly, every random op
     would compile on its own (seconds instead of a fraction of one)."""
-    return nnx.state(MLP(hidden, rngs=nnx.Rngs(params=key)), nnx.Param)
+    return nnx.state(MLP(hidden, shape=shape, rngs=nnx.Rngs(params=key)), nnx.Param)
+
+
+def shape_of(pure_params: dict) -> Shape:
+    """The (flattened input, classes) a model's parameters (a checkpoint's nested dict) were built for."""
+    return (int(pure_params["layer1"]["kernel"].shape[1]),), int(pure_params["layer2"]["kernel"].shape[0])
 
 
 def with_current_names(pure_params: dict) -> dict:

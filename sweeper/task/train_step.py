@@ -20,13 +20,24 @@ from flax import nnx
 from sweeper.config import ConfigError
 from sweeper.task import data, model
 
+# A dataset's Info rides along with its arrays (DeviceSplits.info) as static data: device_put and
+# tree maps pass it through untouched.
+jax.tree_util.register_static(data.Info)
+
 
 class DeviceData(NamedTuple):
-    """Training images (uint8) and labels resident on the device, and the float32 mean image."""
+    """Training inputs (in their own dtype: CIFAR-10's uint8) and labels resident on the device, and what
+    data.preprocess applies to them: the training mean (None for `none`) and 1/std (`standardize` only)."""
 
     images: jax.Array
     labels: jax.Array
-    mean_image: jax.Array
+    mean_image: jax.Array | None
+    scale: jax.Array | None = None
+
+    @property
+    def norm(self) -> tuple[jax.Array | None, jax.Array | None]:
+        """(mean, 1/std): the preprocessing's statistics, as `preprocess` takes them."""
+        return self.mean_image, self.scale
 
 
 class DeviceSplits(NamedTuple):
@@ -35,6 +46,7 @@ class DeviceSplits(NamedTuple):
     train: DeviceData
     val: tuple[jax.Array, jax.Array]
     test: tuple[jax.Array, jax.Array]
+    info: data.Info  # sizes, shapes, classes and fingerprint of the dataset
 
     def images_and_labels(self, split: str) -> tuple[jax.Array, jax.Array]:
         """(images, labels) of `split`: train, val or test."""
@@ -47,14 +59,17 @@ class DeviceSplits(NamedTuple):
 
 def to_device(dataset: data.Dataset) -> DeviceSplits:
     """Copy a loaded dataset to the default device, once per process."""
+    optional = lambda x: None if x is None else jnp.asarray(x)  # noqa: E731
     return DeviceSplits(
         DeviceData(
             jnp.asarray(dataset.train_images),
             jnp.asarray(dataset.train_labels),
-            jnp.asarray(dataset.mean_image),
+            optional(dataset.mean_image),
+            optional(dataset.scale),
         ),
         (jnp.asarray(dataset.val_images), jnp.asarray(dataset.val_labels)),
         (jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels)),
+        dataset.info,
     )
 
 
@@ -72,16 +87,24 @@ def optimizer_factory(opt: Any) -> Callable[[Any], optax.GradientTransformation]
     raise ConfigError(f"optimizer.name must be sgd, momentum or adam, got {opt.name!r}")
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def init_run(hidden: int, seed: int | jax.Array) -> tuple[nnx.State, jax.Array]:
-    """(initial params, data-order seed words), both derived from the one root key `seed`."""
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def init_run(
+    hidden: int, seed: int | jax.Array, shape: model.Shape = model.CIFAR10
+) -> tuple[nnx.State, jax.Array]:
+    """(initial params, data-order seed words), both derived from the one root key `seed`; the model
+    built for `shape` (input shape, classes)."""
     init_key, order_key = jax.random.split(jax.random.key(seed))
-    return model.init_params(hidden, init_key), jax.random.key_data(order_key)
+    return model.init_params(hidden, init_key, shape), jax.random.key_data(order_key)
 
 
-def preprocess(images: jax.Array, mean_image: jax.Array) -> jax.Array:
-    """uint8 pixels to float32 on the 0..255 scale minus the training mean image: the article's only step."""
-    return images.astype(jnp.float32) - mean_image
+def preprocess(images: jax.Array, norm: tuple | jax.Array) -> jax.Array:
+    """data.preprocess on the device: minus the training mean (`center`: the article's only step, uint8
+    pixels to float32 on the 0..255 scale), then times 1/std (`standardize`); as stored for `none`."""
+    mean, scale = norm if isinstance(norm, tuple) else (norm, None)  # a bare mean: `center`
+    if mean is None:
+        return images
+    centered = images.astype(jnp.float32) - mean
+    return centered if scale is None else centered * scale
 
 
 def loss_fn(
@@ -131,7 +154,7 @@ def gradient_step(
     finite keeps its state from before this step."""
     # The named scopes are what TensorBoard's Graphs tab groups ops by (sweeper.record.graph).
     with jax.named_scope("batch"):
-        x = preprocess(train.images[batch_idx], train.mean_image)
+        x = preprocess(train.images[batch_idx], train.norm)
         labels = train.labels[batch_idx]
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, graphdef, x, labels, hyper.reg)
     with jax.named_scope("optimizer"):
@@ -177,14 +200,14 @@ def make_segment(
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def predict(graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, mean_image: jax.Array):
-    """Logits for a batch of uint8 images."""
-    return nnx.merge(graphdef, params)(preprocess(images, mean_image))
+def predict(graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, norm: tuple):
+    """Logits for a batch of inputs, preprocessed with `norm` (see `preprocess`)."""
+    return nnx.merge(graphdef, params)(preprocess(images, norm))
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def correct_and_loss(
-    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
+    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, norm: tuple
 ) -> tuple[jax.Array, jax.Array]:
     """(how many `images` are classified correctly, the sum of their cross-entropy losses without the L2
     term), in chunks of EVAL_CHUNK inside one compiled loop.
@@ -201,7 +224,7 @@ def correct_and_loss(
         begin = jnp.minimum(start, n - chunk)
         x = jax.lax.dynamic_slice_in_dim(images, begin, chunk)
         y = jax.lax.dynamic_slice_in_dim(labels, begin, chunk)
-        logits = predict(graphdef, params, x, mean_image)
+        logits = predict(graphdef, params, x, norm)
         fresh = begin + jnp.arange(chunk) >= start
         hits = jnp.argmax(logits, axis=-1) == y
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
@@ -211,52 +234,52 @@ def correct_and_loss(
 
 
 def evaluate(
-    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
+    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, norm: tuple
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy loss without the L2 term) over `images`."""
-    correct, loss = correct_and_loss(graphdef, params, images, labels, mean_image)
+    correct, loss = correct_and_loss(graphdef, params, images, labels, norm)
     return int(correct) / len(images), float(loss) / len(images)
 
 
 def accuracy(
-    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, mean_image: jax.Array
+    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, norm: tuple
 ) -> float:
     """Fraction of `images` classified correctly."""
-    return evaluate(graphdef, params, images, labels, mean_image)[0]
+    return evaluate(graphdef, params, images, labels, norm)[0]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def stacked_correct_and_loss(graphdef, params, images, labels, mean_image) -> tuple[jax.Array, jax.Array]:
+def stacked_correct_and_loss(graphdef, params, images, labels, norm) -> tuple[jax.Array, jax.Array]:
     """(members,) correct counts and (members,) loss sums of each member of stacked `params`."""
-    measure = lambda p: correct_and_loss(graphdef, p, images, labels, mean_image)  # noqa: E731
+    measure = lambda p: correct_and_loss(graphdef, p, images, labels, norm)  # noqa: E731
     return jax.vmap(measure)(params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def stacked_logits(graphdef, params, images, batch_idx, mean_image) -> jax.Array:
+def stacked_logits(graphdef, params, images, batch_idx, norm) -> jax.Array:
     """(members, batch, 10) logits of each member of stacked `params` on its batch `batch_idx[member]`."""
-    logits = lambda p, idx: predict(graphdef, p, images[idx], mean_image)  # noqa: E731
+    logits = lambda p, idx: predict(graphdef, p, images[idx], norm)  # noqa: E731
     return jax.vmap(logits)(params, batch_idx)
 
 
 def members_correct_and_loss(
-    graphdef, params, images, labels, mean_image, *, stacked: bool
+    graphdef, params, images, labels, norm, *, stacked: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """(members,) correct counts and (members,) cross-entropy sums over `images`: of stacked `params`,
     or of one run's as a single member."""
     if stacked:
-        correct, loss = stacked_correct_and_loss(graphdef, params, images, labels, mean_image)
+        correct, loss = stacked_correct_and_loss(graphdef, params, images, labels, norm)
     else:
-        correct, loss = (v[None] for v in correct_and_loss(graphdef, params, images, labels, mean_image))
+        correct, loss = (v[None] for v in correct_and_loss(graphdef, params, images, labels, norm))
     return np.asarray(correct), np.asarray(loss)
 
 
-def members_logits(graphdef, params, images, batch_idx, mean_image, *, stacked: bool) -> np.ndarray:
+def members_logits(graphdef, params, images, batch_idx, norm, *, stacked: bool) -> np.ndarray:
     """(members, batch, 10) logits of each member on its batch `batch_idx[member]`: of stacked `params`,
     or of one run's as a single member."""
     if stacked:
-        return np.asarray(stacked_logits(graphdef, params, images, batch_idx, mean_image))
-    return np.asarray(predict(graphdef, params, images[batch_idx[0]], mean_image))[None]
+        return np.asarray(stacked_logits(graphdef, params, images, batch_idx, norm))
+    return np.asarray(predict(graphdef, params, images[batch_idx[0]], norm))[None]
 
 
 def weight_tensors(params: Any) -> dict[str, np.ndarray]:

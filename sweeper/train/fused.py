@@ -78,13 +78,12 @@ class DatasetCache:
     def __init__(self, cache: dict | None):
         self.cache = {} if cache is None else cache
 
-    def get(self, data_cfg: Any) -> tuple[train_step.DeviceSplits, int, float]:
+    def get(self, data_cfg: Any) -> tuple[train_step.DeviceSplits, float]:
         key = OmegaConf.to_yaml(data_cfg)
         if key not in self.cache:
             started = time.perf_counter()
-            dataset = data.load(data_cfg)
-            splits = train_step.to_device(dataset)
-            self.cache[key] = (splits, len(dataset.train_images), time.perf_counter() - started)
+            splits = train_step.to_device(data.load(data_cfg))
+            self.cache[key] = (splits, time.perf_counter() - started)
         return self.cache[key]
 
 
@@ -187,8 +186,10 @@ def _train_pool(
 ) -> list[Member]:
     """One slot pool of `planned` (sweeper.train.pool)."""
     started = time.perf_counter()
-    splits, num_train, load_s = datasets.get(planned.cfgs[group.members[0]].data)
-    pool = SlotPool(number, list(group.members), group.slots, list(planned.cfgs), records.records, num_train)
+    splits, load_s = datasets.get(planned.cfgs[group.members[0]].data)
+    pool = SlotPool(
+        number, list(group.members), group.slots, list(planned.cfgs), records.records, splits.info
+    )
     clock = Clock(started, load_s, max(len(group), group.slots))
     width = planned.widest(group).hidden
     return pool.train(splits, placement, planned.search.controllers, clock, records.ended, width)
@@ -226,8 +227,8 @@ def train_stream(
     started = time.perf_counter()
     try:
         planned = stream_plan(cfgs, slots=slots, search=search, devices=placement.count)
-        splits, num_train, load_s = DatasetCache(device_data).get(cfgs[0].data)
-        pool = SlotPool(0, first, slots, cfgs, records.records, num_train, more=more)
+        splits, load_s = DatasetCache(device_data).get(cfgs[0].data)
+        pool = SlotPool(0, first, slots, cfgs, records.records, splits.info, more=more)
         clock = Clock(started, load_s, slots)
         width = planned.widest(planned.groups[0]).hidden
         members = pool.train(splits, placement, search.controllers, clock, records.ended, width)
@@ -243,16 +244,16 @@ def _train_cohort(
     started = time.perf_counter()
     programs, members, data_s = [], [], 0.0
     for group in cohort:
-        splits, num_train, load_s = datasets.get(planned.cfgs[group.members[0]].data)
+        splits, load_s = datasets.get(planned.cfgs[group.members[0]].data)
         data_s = max(data_s, load_s)
-        group_members = _members(group, planned, records, num_train)
+        group_members = _members(group, planned, records, splits.info)
         # Members resumed from different steps cannot share a scan: each start gets its own program.
         by_start = itertools.groupby(sorted(group_members, key=lambda m: m.start), key=lambda m: m.start)
         for _, part in by_start:
             programs.append(_program(list(part), splits, placement))
         members += group_members
-    for m in members:
-        m.record.open(m.start, m.order.num_images)
+    for m, program in ((m, p) for p in programs for m in p.members):
+        m.record.open(m.start, program.splits.info)
     controllers = [ScheduleReplay(), *planned.search.controllers]
     if any(has_trial(m.cfg) for m in members):
         controllers.append(TrialPruning(members))
@@ -268,21 +269,21 @@ def _train_cohort(
     return members
 
 
-def _members(group: Group, planned: Plan, records: Records, num_train: int) -> list[Member]:
+def _members(group: Group, planned: Plan, records: Records, info: data.Info) -> list[Member]:
     """The group's members, fresh or resumed; under a search that keeps one program (population-based
     training), all from the step every one of them reached."""
     cfgs, logs = [planned.cfgs[i] for i in group.members], [records.records[i] for i in group.members]
     for record in logs:
         record.log_config()
     for cfg in cfgs:
-        check_batch_size(cfg, num_train)
+        check_batch_size(cfg, info.num_train)
     population = planned.search.pbt is not None
-    members = [new_member(c, r, num_train, population=population) for c, r in zip(cfgs, logs, strict=True)]
+    members = [new_member(c, r, info, population=population) for c, r in zip(cfgs, logs, strict=True)]
     if any(c.one_program for c in planned.search.controllers) and len({m.start for m in members}) > 1:
         # Killed between two members' checkpoints: all go back to the step they all reached.
         upto = min(m.start for m in members)
         members = [
-            new_member(c, r, num_train, upto, population=population) for c, r in zip(cfgs, logs, strict=True)
+            new_member(c, r, info, upto, population=population) for c, r in zip(cfgs, logs, strict=True)
         ]
     return members
 

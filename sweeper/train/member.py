@@ -59,18 +59,25 @@ class Member:
 
 
 def new_member(
-    cfg: Any, record: RunRecord, num_train: int, upto: int | None = None, *, population: bool = False
+    cfg: Any, record: RunRecord, info: data.Info, upto: int | None = None, *, population: bool = False
 ) -> Member:
-    """A run as its config says: initialised from `cfg.seed`, or resumed from its latest checkpoint (not
-    past step `upto`). A `population` member (sweeper.train.controllers.PopulationBasedTraining) records its
-    lr, reg and copies from step 0 on."""
-    params, order_seed = train_step.init_run(cfg.hidden, cfg.seed)
+    """A run as its config says, on the data `info` describes: initialised from `cfg.seed`, or resumed
+    from its latest checkpoint (not past step `upto`; refused if written on other data). A `population`
+    member (sweeper.train.controllers.PopulationBasedTraining) records its lr, reg and copies from step 0
+    on."""
+    params, order_seed = train_step.init_run(cfg.hidden, cfg.seed, info.model_shape)
     opt_state = train_step.optimizer_factory(cfg.optimizer)(cfg.lr).init(params)
-    order = data.BatchOrder(order_seed, num_train, cfg.batch_size)
+    order = data.BatchOrder(order_seed, info.num_train, cfg.batch_size)
     start, saved = 0, {}
     if cfg.resume:
         params, opt_state, start, saved = checkpoint.restore_latest(
-            record.workdir / "checkpoints", params, opt_state, order.state(0), record.log, upto
+            record.workdir / "checkpoints",
+            params,
+            opt_state,
+            order.state(0),
+            record.log,
+            upto,
+            info.fingerprint,
         )
     if saved.get("history"):
         history = History.of_record(saved["history"])

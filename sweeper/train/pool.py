@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sweeper.record.run import Clock, RunRecord
+from sweeper.task import data
 from sweeper.train.controllers import ScheduleReplay
 from sweeper.train.devices import Placement
 from sweeper.train.engine import Controller, Engine, Schedule
@@ -44,28 +45,28 @@ class SlotPool:
         slots: int,
         cfgs: list[Any],
         records: list[RunRecord],
-        num_train: int,
+        info: data.Info,
         more: Callable[[int], list[int]] | None = None,
     ):
         self.number, self.slots, self.cfgs, self.records = number, slots, cfgs, records
-        self.waiting, self.num_train, self.more = list(waiting), num_train, more
+        self.waiting, self.info, self.more = list(waiting), info, more
         self.entered: list[Member] = []
         self.program: Program | None = None
         for i in self.waiting:
-            check_batch_size(cfgs[i], num_train)
+            check_batch_size(cfgs[i], info.num_train)
 
     def enter(self, free: int) -> list[Member]:
         """Up to `free` waiting configs as members, their records opened."""
         if not self.waiting and self.more is not None:
             for i in self.more(free):
-                check_batch_size(self.cfgs[i], self.num_train)
+                check_batch_size(self.cfgs[i], self.info.num_train)
                 self.waiting.append(i)
         new = []
         while self.waiting and len(new) < free:
             i = self.waiting.pop(0)
             self.records[i].log_config()
-            member = new_member(self.cfgs[i], self.records[i], self.num_train)
-            member.record.open(member.start, self.num_train)
+            member = new_member(self.cfgs[i], self.records[i], self.info)
+            member.record.open(member.start, self.info)
             at = 0 if self.program is None else self.program.step
             member.record.log.info(
                 "in slot pool %d (%d slots) from program step %d", self.number, self.slots, at

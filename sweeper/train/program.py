@@ -66,7 +66,7 @@ class Program(MemberRows):
 
     def _segment(self) -> Any:
         """The jitted segment for the program's width (and its graphdef, set here)."""
-        self.graphdef, _ = model.abstract(self.width)
+        self.graphdef, _ = model.abstract(self.width, self.splits.info.model_shape)
         make_optimizer = train_step.optimizer_factory(self.optimizer)
         return train_step.make_segment(self.graphdef, make_optimizer, self.stacked)
 
@@ -113,7 +113,7 @@ class Program(MemberRows):
             self.state.params if self._every(rows) else self.layout.take_measured(self.state.params, rows)
         )
         correct, loss = train_step.members_correct_and_loss(
-            self.graphdef, params, images, labels, self.splits.train.mean_image, stacked=self.stacked
+            self.graphdef, params, images, labels, self.splits.train.norm, stacked=self.stacked
         )
         size = len(self.members) if rows is None else len(rows)
         return {f"{split}_accuracy": correct[:size] / len(labels), f"{split}_loss": loss[:size] / len(labels)}
@@ -163,7 +163,7 @@ class Program(MemberRows):
             self.state.params,
             train.images,
             self.layout.pad(batch_indices),
-            train.mean_image,
+            train.norm,
             stacked=self.stacked,
         )
         return [

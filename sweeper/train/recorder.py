@@ -87,7 +87,8 @@ class Recorder:
         rows = [j for j in rows if program.members[j].record.saved_step != program.member_step(j)]
         if not rows:
             return
-        mean_image = program.splits.train.mean_image
+        mean_image, scale = program.splits.train.norm
+        fingerprint = program.splits.info.fingerprint
         for row, (params, opt_state) in program.member_states(rows):
             member, own = program.members[row], program.member_step(row)
             snapshot = Snapshot(
@@ -95,6 +96,8 @@ class Recorder:
                 params=params,
                 opt_state=opt_state,
                 mean_image=mean_image,
+                scale=scale,
+                data_fingerprint=fingerprint,
                 data_order=member.order.state(own),
                 history=member.history.as_record(),
                 last_losses=member.last_losses,

@@ -45,17 +45,17 @@ def train_and_evaluate(cfg: Any, workdir: str | Path) -> dict[str, Any]:
     return the metrics."""
     started = time.perf_counter()
     config.validate(cfg)
-    memory.check_fits(cfg)
+    memory.check_fits(cfg)  # from what the config says of the data (a user's arrays: loaded once here)
     record = RunRecord(cfg, workdir, log)
     record.log_config()
 
     dataset = data.load(cfg.data)
     data_s = time.perf_counter() - started
-    check_batch_size(cfg, len(dataset.train_images))
-    member = new_member(cfg, record, len(dataset.train_images))
+    check_batch_size(cfg, dataset.info.num_train)
+    member = new_member(cfg, record, dataset.info)
     program = Program([member], train_step.to_device(dataset), stacked=False)
     controllers = [ScheduleReplay(), *([TrialPruning([member])] if has_trial(cfg) else [])]
-    record.open(member.start, member.order.num_images)
+    record.open(member.start, dataset.info)
     try:
         Engine([program], Schedule.of(cfg), controllers=controllers, clock=Clock(started, data_s, 1)).run()
     finally:
@@ -64,16 +64,17 @@ def train_and_evaluate(cfg: Any, workdir: str | Path) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(cfg: Any, path: str | Path) -> dict[str, Any]:
-    """Rebuild a checkpoint's model and report its test accuracy."""
+    """Rebuild a checkpoint's model and report its test accuracy (refused on other data than it was
+    trained on)."""
     path = checkpoint.resolve(path)
     payload = checkpoint.load(path)
-    hidden = model.hidden_size(payload["params"])
-    graphdef, template = model.abstract(hidden)
-    params = checkpoint.restore_params(payload, template, path)
     dataset = data.load(cfg.data)
-    test_accuracy = train_step.accuracy(
-        graphdef, params, dataset.test_images, dataset.test_labels, payload["mean_image"]
-    )
+    checkpoint.check_data(payload, dataset.info.fingerprint, path)
+    hidden = model.hidden_size(payload["params"])
+    graphdef, template = model.abstract(hidden, model.shape_of(payload["params"]))
+    params = checkpoint.restore_params(payload, template, path)
+    norm = (payload["mean_image"], payload.get("scale"))
+    test_accuracy = train_step.accuracy(graphdef, params, dataset.test_images, dataset.test_labels, norm)
     log.info("restored %s: step %d, hidden %d", path, payload["step"], hidden)
     log.info("test accuracy %.4f", test_accuracy)
     return {"step": payload["step"], "hidden": hidden, "test_accuracy": test_accuracy}
