@@ -372,4 +372,3 @@ def _validate_data(cfg: Any, require: Any) -> None:
         f"in [1, {n_train}] (the training-set size)",
         cfg.batch_size,
     )
-

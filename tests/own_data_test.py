@@ -145,6 +145,7 @@ def load(n, classes=3):
 """
 
 
+@pytest.mark.slow
 def test_a_loader_function_on_pythonpath_trains_and_a_missing_one_names_pythonpath(tmp_path):
     (tmp_path / "my_loader.py").write_text(LOADER)
     args = ["data=loader", "data._target_=my_loader.load", "+data.n=400", "data.val_size=50", *SMALL]
@@ -157,6 +158,7 @@ def test_a_loader_function_on_pythonpath_trains_and_a_missing_one_names_pythonpa
     assert "data._target_=my_loader.load" in missing.stderr and "PYTHONPATH" in missing.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arrays", "says"),
     [
