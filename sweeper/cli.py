@@ -21,7 +21,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from sweeper import signals
-from sweeper.config import Mode, hyperparameters, validate
+from sweeper.checks import validate
+from sweeper.config import Mode, hyperparameters
 from sweeper.errors import exit_with, one_line, user_errors
 from sweeper.objective import Objective, check_sweep_objective
 from sweeper.record.writer import finished_metrics

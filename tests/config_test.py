@@ -8,7 +8,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from sweeper import config
-from sweeper.config import ConfigError, validate
+from sweeper.checks import validate
+from sweeper.config import ConfigError
 
 
 def test_defaults_are_the_articles():

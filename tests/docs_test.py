@@ -31,7 +31,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeper import config, memory
+from sweeper import checks, config, memory
 from sweeper.errors import one_line
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -279,7 +279,7 @@ def start_problem(overrides: tuple[str, ...], *, validate: bool = True) -> str |
         OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
         # A user's own arrays (their file, their loader module) are the reader's: composing is the check.
         if validate and cfg.data.name not in ("npz", "loader"):
-            config.validate(cfg)
+            checks.validate(cfg)
     except (config.ConfigError, OmegaConfBaseException) as error:
         return f"is refused: {one_line(error)}"
     return None
@@ -292,7 +292,7 @@ def printed_error(overrides: list[str], monkeypatch) -> str:
     if isinstance(cfg, str):
         return cfg
     try:
-        config.validate(cfg)
+        checks.validate(cfg)
         with monkeypatch.context() as patch:  # memory nothing fits in, whatever this machine has
             patch.setattr(memory, "available_bytes", lambda: (1, "available host memory"))
             memory.check_fits(cfg)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from sweeper.task.data import DataError
+from sweeper.task.errors import DataError
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")  # required
 OPTIONAL = ("x_val", "y_val")  # both or neither

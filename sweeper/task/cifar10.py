@@ -21,7 +21,10 @@ from tqdm import tqdm
 
 from sweeper import safe_pickle
 from sweeper.config import CIFAR10_MD5
-from sweeper.task.data import IMAGE_SIZE, NUM_CLASSES, DataError
+from sweeper.task.errors import DataError
+
+NUM_CLASSES = 10  # CIFAR-10's (and the synthetic data's)
+IMAGE_SIZE = 3072  # 32 x 32 x 3
 
 FOLDER = "cifar-10-batches-py"
 TARBALL = "cifar-10-python.tar.gz"

@@ -19,9 +19,12 @@ from typing import Any
 import numpy as np
 
 from sweeper.config import PREPROCESS, ConfigError
+from sweeper.task import arrays, cifar10
+from sweeper.task.cifar10 import IMAGE_SIZE, NUM_CLASSES
+from sweeper.task.errors import DataError
 
-NUM_CLASSES = 10  # CIFAR-10's (and the synthetic data's)
-IMAGE_SIZE = 3072  # 32 x 32 x 3
+__all__ = ["IMAGE_SIZE", "NUM_CLASSES", "DataError", "Dataset", "Info", "describe", "load"]
+
 IMAGE_SHAPE = (32, 32, 3)  # data.layout=image: height, width, channels
 EVAL_CHUNK = 5000  # examples per evaluation call (sweeper.task.train_step): bounds its activations
 # Synthetic class patterns swing +-16 around grey under noise of stddev 64: learnable, not trivial
@@ -29,10 +32,6 @@ EVAL_CHUNK = 5000  # examples per evaluation call (sweeper.task.train_step): bou
 PATTERN_AMPLITUDE = 16.0
 CIFAR10_TRAIN_SIZE, CIFAR10_TEST_SIZE = 50_000, 10_000
 SPLIT_ARRAYS = ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels")
-
-
-class DataError(RuntimeError):
-    """The data cannot be found, fetched, verified, parsed or used; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,6 @@ class Cifar10:
 
     @staticmethod
     def load(data_cfg: Any) -> tuple:
-        from sweeper.task import cifar10
-
         return (*cifar10.load(data_cfg), None)
 
     @staticmethod
@@ -150,8 +147,6 @@ class UserArrays:
 
     @staticmethod
     def load(data_cfg: Any) -> tuple:
-        from sweeper.task import arrays
-
         if data_cfg.name == "npz":
             from hydra.utils import to_absolute_path  # the folder the command ran in, whatever Hydra's chdir
 

@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeper import config
+from sweeper import checks, config
 from sweeper.record.run import Clock, RunRecord
 from sweeper.record.writer import finished_metrics
 from sweeper.task import data, train_step
@@ -50,7 +50,7 @@ def accepts(cfg: Any, workdir: str | Path) -> bool:
     """Whether fused training can train this job: a valid sweeper config in train mode whose job has not
     finished; else the launcher leaves it to the task function."""
     try:
-        config.validate(cfg)
+        checks.validate(cfg)
         if config.Mode(cfg.mode) is not config.Mode.train:
             return False
         OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

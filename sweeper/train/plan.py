@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sweeper import config, memory
+from sweeper import checks, config, memory
 from sweeper.config import ConfigError
 from sweeper.objective import Objective, check_sweep_objective
 from sweeper.train.controllers import AsyncHalving, Halving, PopulationBasedTraining, default_rungs
@@ -200,7 +200,7 @@ def plan(
     each program must fit this machine's memory (not where it trains on another: fused_slurm)."""
     search = search or Search()
     for cfg in cfgs:
-        config.validate(cfg)
+        checks.validate(cfg)
     search.check(cfgs)
     pooling = bool(max_batch) and pools and not search.lockstep
     groups: list[Group] = []
@@ -231,7 +231,7 @@ def stream_plan(cfgs: list[Any], *, slots: int, search: Search, devices: int = 1
 
 def check_arrival(cfg: Any, search: Search) -> None:
     """Raise ConfigError where a config that joins a stream cannot train under `search`."""
-    config.validate(cfg)
+    checks.validate(cfg)
     search.check([cfg])
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-from sweeper import config, memory
+from sweeper import checks, config, memory
 from sweeper.record import checkpoint
 from sweeper.record.run import Clock, RunRecord
 from sweeper.task import data, model, train_step
@@ -44,7 +44,7 @@ def train_and_evaluate(cfg: Any, workdir: str | Path) -> dict[str, Any]:
     """Train as `cfg` says, writing TensorBoard events, checkpoints/ and metrics.json into `workdir`;
     return the metrics."""
     started = time.perf_counter()
-    config.validate(cfg)
+    checks.validate(cfg)
     memory.check_fits(cfg)  # from what the config says of the data (a user's arrays: loaded once here)
     record = RunRecord(cfg, workdir, log)
     record.log_config()

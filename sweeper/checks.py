@@ -1,0 +1,23 @@
+"""Every check of a run's config before any work, in one call: its keys and ranges (sweeper.config), its
+objective (sweeper.objective) and what it asks of its data (sweeper.task.data: from the config where the
+source's sizes are known, else by loading the user's arrays once). No JAX."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sweeper import config
+from sweeper.config import ConfigError
+from sweeper.objective import Objective
+from sweeper.task import data
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError (or DataError) naming the first key or array that cannot train."""
+    config.validate(cfg)
+    Objective.of(cfg)
+    n_train = data.describe(cfg.data).num_train
+    if not cfg.batch_size <= n_train:
+        raise ConfigError(
+            f"batch_size must be in [1, {n_train}] (the training-set size), got {cfg.batch_size}"
+        )
