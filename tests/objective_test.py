@@ -13,6 +13,7 @@ import optuna
 import pytest
 from conftest import FAST, compose_config, job_metrics, run_cli
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sweeper import summary, train
 from sweeper.config import ConfigError
@@ -20,7 +21,7 @@ from sweeper.objective import Objective
 from sweeper.record import checkpoint
 from sweeper.task import data, model
 from sweeper.train import fused
-from sweeper.train.controllers import Halving, PopulationBasedTraining
+from sweeper.train.controllers import AsyncHalving, Halving, PopulationBasedTraining
 from sweeper.trial import storage
 
 MIN_LOSS = ["objective.metric=val_loss", "objective.mode=min"]
@@ -82,6 +83,13 @@ def test_val_and_train_losses_are_the_mean_cross_entropy_of_the_whole_split_with
         assert metrics[f"{split}_loss"] == pytest.approx(mean_cross_entropy(images, labels), rel=1e-4), split
     assert metrics["objective"] == metrics["val_loss"]
     assert metrics["loss"] > metrics["train_loss"] + 1.0  # the batch loss keeps the article's L2 term
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    curve = events.Scalars("loss/val")  # each log point, then the final value (what HParams shows)
+    assert [e.step for e in curve] == [0, 50, 100, 150, 200]
+    assert curve[-1].value == pytest.approx(metrics["val_loss"], rel=1e-6)
+    for tag, key in (("loss/test", "test_loss"), ("loss/train_set", "train_loss")):
+        assert events.Scalars(tag)[-1].value == pytest.approx(metrics[key], rel=1e-6), tag
 
 
 def val_loss_at(step: int, *overrides: str, workdir: Path) -> float:
@@ -99,6 +107,28 @@ def test_halving_under_min_val_loss_keeps_the_lowest_losses(tmp_path):
     assert [m["status"] for m in got] == ["ok" if i in kept else "pruned" for i in range(4)], at_50
     for i in set(range(4)) - set(kept):
         assert got[i]["objective"] == got[i]["val_loss"] == pytest.approx(at_50[i], rel=1e-4)
+
+
+def test_asynchronous_halving_under_min_val_loss_promotes_the_lowest_losses(tmp_path):
+    grid = [(f"lr={lr}", f"reg={reg}") for lr in LRS for reg in ("0.1", "1.0")]
+    cfgs = [compose_config(*NOISY, *MIN_LOSS, *o) for o in grid]
+    workdirs = [tmp_path / f"job{i}" for i in range(len(grid))]
+    got = fused.train_group(
+        cfgs, workdirs, max_batch=2, halving=AsyncHalving((100,), 0.5, tmp_path / "r.jsonl")
+    )
+    arrivals = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    values = {a["job"]: a["value"] for a in arrivals}  # each member's val loss at the rung
+    by_job = dict(zip((w.name for w in workdirs), got, strict=True))
+    arrived: dict[int, list[str]] = {}
+    for job, metrics in by_job.items():
+        arrived.setdefault(metrics["timings"]["pool"]["joined"] + 100, []).append(job)
+    seen: dict[str, float] = {}
+    for step in sorted(arrived):  # replay the rule under min: a member goes on if few had lower losses
+        seen |= {job: values[job] for job in arrived[step]}
+        for job in arrived[step]:
+            promoted = sum(v < values[job] for v in seen.values()) < math.ceil(0.5 * len(seen))
+            assert by_job[job]["status"] == ("ok" if promoted else "pruned"), job
+    assert {m["status"] for m in got} == {"ok", "pruned"}
 
 
 def test_pbt_under_min_val_loss_copies_the_lowest_loss_into_the_highest(tmp_path):
