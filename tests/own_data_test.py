@@ -122,6 +122,20 @@ def test_cifar_shaped_data_in_the_image_layout_is_height_width_channels():
     )
 
 
+def test_eval_of_an_npz_checkpoint_reproduces_its_test_accuracy_and_image_layout_trains(tmp_path):
+    path = write_npz(tmp_path / "d.npz")
+    for preprocess in ("center", "standardize"):
+        trained = train.train_and_evaluate(
+            npz_cfg(path, f"data.preprocess={preprocess}"), tmp_path / preprocess
+        )
+        evaluated = train.evaluate_checkpoint(
+            npz_cfg(path, f"data.preprocess={preprocess}"), tmp_path / preprocess
+        )
+        assert evaluated["test_accuracy"] == trained["test_accuracy"], preprocess
+    image = compose_config("data=synthetic", "data.layout=image", *SMALL, "batch_size=100", "lr=0.001")
+    assert train.train_and_evaluate(image, tmp_path / "image")["test_accuracy"] > 0.4  # chance is 0.1
+
+
 def test_resume_and_eval_refuse_a_run_whose_data_changed(tmp_path):
     path = write_npz(tmp_path / "d.npz")
     train.train_and_evaluate(npz_cfg(path, "max_steps=100"), tmp_path / "run")

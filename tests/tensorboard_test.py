@@ -15,6 +15,7 @@ from sweeper.record.writer import MISSING_ACCURACY, MISSING_LOSS
 pytestmark = pytest.mark.slow
 METRICS = {"accuracy/val": "val_accuracy", "accuracy/test": "test_accuracy"}
 METRICS |= {"accuracy/train": "train_accuracy", "loss/train": "loss"}
+METRICS |= {"loss/val": "val_loss", "loss/test": "test_loss", "loss/train_set": "train_loss"}
 
 
 @pytest.fixture(scope="module")
