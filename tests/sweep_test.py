@@ -145,7 +145,10 @@ def test_a_sweep_with_a_diverged_job_and_no_crash_exits_zero(tmp_path):
     assert float(rows[0]["val_accuracy_mean"]) == pytest.approx(ok["val_accuracy"], abs=1e-5)
     assert rows[1]["val_accuracy_mean"] == ""
     text = (tmp_path / "summary.md").read_text()
-    assert "2 jobs in 2 configs: 1 ok, 1 diverged; ranked by val accuracy (max)." in text and "Crashed jobs" not in text
+    assert (
+        "2 jobs in 2 configs: 1 ok, 1 diverged; ranked by val accuracy (max)." in text
+        and "Crashed jobs" not in text
+    )
 
 
 def test_rerun_after_sigkill_skips_finished_jobs_and_resumes_the_interrupted_one(tmp_path):
