@@ -1,15 +1,9 @@
-"""Train the 2017 two-layer CIFAR-10 MLP; `python run.py --help` lists every key, `-m` sweeps them."""
+"""Train the 2017 two-layer CIFAR-10 MLP; `python run.py --help` lists every key, `-m` sweeps them.
 
-import hydra
+The app itself is sweeper.app, which an installed sweeper also runs as `sweeper` and `python -m sweeper`.
+"""
 
-from sweeper import cli, config
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg) -> float:
-    return cli.run(cfg)
-
+from sweeper import app
 
 if __name__ == "__main__":
-    config.register()  # the schemas conf/ extends, before Hydra composes it
-    cli.main(main)
+    app.main()

@@ -23,7 +23,7 @@ from sweeper.errors import exit_with
 from sweeper.objective import check_sweep
 from sweeper.record.writer import METRICS_FILE
 from sweeper.status import Status
-from sweeper.task import data
+from sweeper.task import data, models
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ class SweepCallback(Callback):
             swept = {override_key(o.get_key_element()) for o in overrides if o.is_sweep_override()}
             if "data" in config:
                 data.describe(config.data)  # a user's arrays: loaded and checked once, here
+            if "data" in config and config.get("model") is not None:  # a model that cannot build
+                models.abstract(models.of_config(config))
             check_sweep(config, swept)
         except (ConfigError, data.DataError) as error:  # Hydra turns a callback's exceptions into warnings
             exit_with(error)

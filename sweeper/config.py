@@ -52,8 +52,9 @@ NOT_HYPERPARAMETERS = (
 SWEEP_ONLY_KEYS = ("trial.storage", "trial.study_name", "trial.number")
 
 
-# What the fused launcher batches inside one program (hidden only where it pads widths); configs equal
-# in every other key (optimizer, batch_size, max_steps, data, ...) can train together.
+# What the fused launcher batches inside one program, beside the optimizer's numeric keys and, where it
+# pads widths, the model's paddable keys; configs equal in every other key (optimizer.name, batch_size,
+# max_steps, data, model, ...) can train together. (`hidden` reaches the MLP as its model.hidden.)
 FUSABLE_KEYS = ("lr", "reg", "seed", "hidden")
 # Per-job settings the fused launcher applies to each member itself.
 PER_JOB_KEYS = ("progress", "resume", "trial")
@@ -142,11 +143,13 @@ class AdamConfig:
 
 @dataclass
 class ScheduleChange:
-    """From `step` on, train with learning rate `lr` and L2 constant `reg`."""
+    """From `step` on, train with learning rate `lr`, L2 constant `reg` and, where given, these values of
+    the optimizer's numeric keys (`optimizer: {momentum: 0.8}`)."""
 
     step: int = MISSING
     lr: float = MISSING
     reg: float = MISSING
+    optimizer: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,7 +177,10 @@ class Config:
 
     data: Any = MISSING
     optimizer: Any = MISSING
-    hidden: int = 120
+    # The model (sweeper.task.models): `_target_`, an nnx.Module class, and its constructor's keys.
+    model: Any = MISSING
+    # The MLP's width (model=mlp sets it: 120; its `model.hidden` is `${hidden}`); null with other models.
+    hidden: int | None = None
     lr: float = 0.001
     reg: float = 0.1
     batch_size: int = 400
@@ -298,11 +304,22 @@ def _check_same_job(folder: Path, overrides: list[str]) -> None:
         )
 
 
-def fuse_key(cfg_dict: dict, *, pad_widths: bool) -> str:
-    """Configs with the same key can train as one fused program: equal in everything but lr, reg,
-    seed and, where widths are padded, hidden."""
-    skip = set(FUSABLE_KEYS + PER_JOB_KEYS) - (set() if pad_widths else {"hidden"})
-    return json.dumps({k: v for k, v in cfg_dict.items() if k not in skip}, sort_keys=True, default=str)
+def optimizer_numeric_keys(opt: Any) -> tuple[str, ...]:
+    """The optimizer config's numeric keys (momentum, b1, b2, eps, ...): values members of one program
+    may differ in, and schedules may change (sweeper.task.train_step)."""
+    return tuple(sorted(k for k, v in opt.items() if isinstance(v, (int, float)) and not isinstance(v, bool)))
+
+
+def fuse_key(cfg_dict: dict, *, paddable: tuple[str, ...] = ()) -> str:
+    """Configs with the same key can train as one fused program: equal in everything but lr, reg, seed,
+    the optimizer's numeric keys and the model keys in `paddable` (where widths are padded: the model's
+    paddable keys, sweeper.task.models)."""
+    skip = set(FUSABLE_KEYS + PER_JOB_KEYS)
+    kept = {k: v for k, v in cfg_dict.items() if k not in skip}
+    optimizer = dict(kept.get("optimizer") or {})
+    kept["optimizer"] = {k: v for k, v in optimizer.items() if k not in optimizer_numeric_keys(optimizer)}
+    kept["model"] = {k: v for k, v in dict(kept.get("model") or {}).items() if k not in paddable}
+    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def validate(cfg: Any) -> None:
@@ -313,7 +330,7 @@ def validate(cfg: Any) -> None:
         if not ok:
             raise ConfigError(f"{key} must be {rule}, got {value!r}")
 
-    require(cfg.hidden >= 1, "hidden", ">= 1", cfg.hidden)
+    _validate_hidden(cfg, require)
     require(math.isfinite(cfg.lr) and cfg.lr > 0, "lr", "> 0 and finite", cfg.lr)
     require(math.isfinite(cfg.reg) and cfg.reg >= 0, "reg", ">= 0 and finite", cfg.reg)
     require(cfg.max_steps >= 1, "max_steps", ">= 1", cfg.max_steps)
@@ -331,6 +348,10 @@ def validate(cfg: Any) -> None:
         )
         require(math.isfinite(change.lr) and change.lr > 0, f"{key}.lr", "> 0 and finite", change.lr)
         require(math.isfinite(change.reg) and change.reg >= 0, f"{key}.reg", ">= 0 and finite", change.reg)
+        numeric = optimizer_numeric_keys(cfg.optimizer)
+        for name, value in change.optimizer.items():
+            rule = f"a numeric key of optimizer={cfg.optimizer.name} ({', '.join(numeric) or 'none'})"
+            require(name in numeric, f"{key}.optimizer.{name}", rule, value)
         previous = change.step
 
     opt = cfg.optimizer
@@ -346,6 +367,21 @@ def validate(cfg: Any) -> None:
             "checkpoint",
             "a checkpoint file or run folder with mode=eval",
             cfg.checkpoint,
+        )
+
+
+def _validate_hidden(cfg: Any, require: Any) -> None:
+    """`hidden` is the width of a model that takes it as `model.hidden: ${hidden}` (the article's MLP);
+    set with another model, it would change nothing: refused."""
+    if cfg.hidden is None:
+        return
+    require(cfg.hidden >= 1, "hidden", ">= 1", cfg.hidden)
+    model = cfg.get("model")
+    if model is None or model.get("hidden") != cfg.hidden:
+        target = model.get("_target_") if model is not None else None
+        raise ConfigError(
+            f"hidden sets the width of model=mlp (the article's MLP); the model {target} takes its own keys: "
+            "set model.<key>=... instead"
         )
 
 

@@ -54,6 +54,13 @@ def shared_compilation_cache(tmp_path_factory):
     return cache
 
 
+def mlp_spec(hidden: int, input_shape: tuple[int, ...] = (3072,), num_classes: int = 10):
+    """The article's MLP of width `hidden` as sweeper.task.models builds it (float inputs)."""
+    from sweeper.task import models
+
+    return models.Spec("sweeper.task.model.MLP", (("hidden", hidden),), input_shape, "float32", num_classes)
+
+
 def results(metrics: dict) -> dict:
     """A run's metrics without its timings (and the attempts' wall times), which vary from run to run."""
     return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "timings", "attempts")}

@@ -61,6 +61,9 @@ NOT_OVERRIDES = {
     "key=value": "the form of an override",
     "editable_mode=compat": "a setuptools setting",
 }
+# The own-model example's config folder: what the docs' `--config-dir my_conf` stands for.
+EXAMPLE_CONF = ROOT / "examples" / "own_model" / "my_conf"
+EXAMPLE_SEARCHPATH = f"hydra.searchpath=[file://{EXAMPLE_CONF}]"
 # Where keys live that exist only once a group is chosen (`hydra.launcher.partition`, `data.noise`).
 CONTEXTS = [
     (),
@@ -73,6 +76,7 @@ CONTEXTS = [
     ("hydra/launcher=submitit_local",),
     ("hydra/sweeper=sweeper_optuna",),  # the plugin's own defaults, as another app gets them
     ("sweep=optuna",),
+    (EXAMPLE_SEARCHPATH, "model=convnet"),  # a model of the user's (examples/own_model)
 ]
 # repository paths
 TOP_LEVEL = ("conf", "sweeper", "docs", "tests", "benchmarks", "hydra_plugins", "examples", ".ci")
@@ -176,6 +180,8 @@ def commands() -> list[tuple[Snippet, list[str] | str]]:
     out: list[tuple[Snippet, list[str] | str]] = []
     for snippet in code + spans:
         text = snippet.text.removeprefix("$ ")
+        # The own-model example's commands: run from its folder, its models on PYTHONPATH.
+        text = re.sub(r"^PYTHONPATH=\S+ ", "", text).replace("python ../../run.py", "python run.py")
         if re.match(r"(python |make )", text):
             try:
                 out.append((snippet, words(substitute(text))))
@@ -229,7 +235,7 @@ def job_config(overrides: tuple[str, ...]):
         return f"Hydra cannot parse it: {one_line(error)}"
     if any(o.is_add() or o.is_delete() or o.is_force_add() for o in parsed):
         return composed(overrides)
-    chosen = [o for o in parsed if o.key_or_group in groups()]
+    chosen = [o for o in parsed if o.key_or_group in groups() or o.key_or_group == "hydra.searchpath"]
     cfg = composed(tuple(o.input_line for o in chosen))
     if isinstance(cfg, str):
         return cfg
@@ -313,6 +319,9 @@ def run_problems(argv: list[str], *, validate: bool = True) -> list[str]:
             skip = False
         elif arg == "--cfg":
             skip = True  # its argument: job, hydra or all
+        elif arg == "--config-dir":  # the docs' my_conf: the own-model example's
+            skip = True
+            overrides.insert(0, EXAMPLE_SEARCHPATH)
         elif arg.startswith("-"):
             if arg not in ("-m", "--multirun", "--help", "-h", "--info", "--resolve"):
                 return [f"unknown flag {arg}"]

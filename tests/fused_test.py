@@ -11,17 +11,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST, compose_config, job_metrics, killed_and_rerun, results, run_cli
+from conftest import FAST, compose_config, job_metrics, killed_and_rerun, mlp_spec, results, run_cli
 from omegaconf import OmegaConf
 
 from hydra_plugins.sweeper_fused.fused_launcher import FusedLauncher
 from sweeper import config, summary, train
 from sweeper.config import ConfigError
 from sweeper.record import checkpoint
-from sweeper.task import data, model, train_step
+from sweeper.task import data, models, train_step
 from sweeper.train import fused, program
 from sweeper.train.controllers import Halving, default_rungs
-from sweeper.train.plan import chunks, plan
+from sweeper.train.plan import chunks, fuse_key, plan
 
 # Fused vs alone: XLA may sum the vmapped products in another order, so the runs can differ in the
 # last bits. Measured here: identical accuracies, losses within 2e-7 relative, parameters within 1e-6.
@@ -85,19 +85,21 @@ def test_a_padded_group_ends_where_each_config_ends_alone(tmp_path, alone, seeds
 
 def test_padded_units_stay_exactly_zero():
     width = 16
-    graphdef, _ = model.abstract(width)
-    make_optimizer = train_step.optimizer_factory(cfg_of().optimizer)
-    params = [model.resize(train_step.init_run(h, 0)[0], width) for h in (8, 16)]
-    opt_states = [make_optimizer(0.01).init(p) for p in params]
+    abstract = models.abstract(mlp_spec(width))
+    opt = cfg_of().optimizer
+    make_optimizer = train_step.optimizer_factory(opt)
+    padding = abstract.padding
+    params = [padding.resize(train_step.init_run(mlp_spec(h), 0)[0], {"hidden": width}) for h in (8, 16)]
+    opt_states = [train_step.init_optimizer(opt, p) for p in params]
     state = train_step.TrainState(
         program._stack(params), program._stack(opt_states), jnp.ones(2, bool), np.int32(0)
     )
-    mask = np.stack([np.arange(width) < h for h in (8, 16)]).astype(np.float32)
-    hyper = train_step.Hyper(jnp.asarray([0.01, 0.01]), jnp.asarray([0.1, 0.1]), mask)
+    mask = {"hidden": np.stack([np.arange(width) < h for h in (8, 16)]).astype(np.float32)}
+    hyper = train_step.Hyper(jnp.asarray([0.01, 0.01]), jnp.asarray([0.1, 0.1]), {}, mask)
     images = np.random.default_rng(0).integers(0, 256, (64, 3072), dtype=np.uint8)
     data = train_step.DeviceData(jnp.asarray(images), jnp.asarray(np.arange(64) % 10), jnp.zeros(3072))
     batches = np.arange(5 * 32).reshape(5, 32) % 64
-    segment = train_step.make_segment(graphdef, make_optimizer, stacked=True)
+    segment = train_step.make_segment(abstract.graphdef, padding, make_optimizer, stacked=True)
     state, (losses, _) = segment(state, hyper, data, batches)
     narrow = jax.tree.map(lambda x: np.asarray(x[0]), state.params)
     assert np.isfinite(np.asarray(losses)).all()
@@ -140,12 +142,10 @@ def test_successive_halving_keeps_the_best_and_prunes_the_rest(tmp_path):
 def model_val(workdir: Path, at: int) -> float:
     """Validation accuracy of a job's checkpoint at step `at`, evaluated from the file."""
     payload = checkpoint.load(workdir / "checkpoints" / f"step_{at}.pkl")
-    hidden = model.hidden_size(payload["params"])
-    graphdef, template = model.abstract(hidden)
-    params = checkpoint.restore_params(payload, template, workdir)
+    restored, params = train.restore_model(payload, workdir)
     dataset = data.load(OmegaConf.create(payload["config"])["data"])
     return train_step.accuracy(
-        graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"]
+        restored.eval_graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"]
     )
 
 
@@ -171,11 +171,19 @@ def test_configs_that_differ_in_other_keys_train_in_separate_programs(tmp_path):
 
 
 def test_grouping_keys_chunks_and_rungs():
-    a, b = (OmegaConf.to_container(cfg_of(f"hidden={h}"), resolve=True) for h in (16, 32))
-    assert config.fuse_key(a, pad_widths=True) == config.fuse_key(b, pad_widths=True)
-    assert config.fuse_key(a, pad_widths=False) != config.fuse_key(b, pad_widths=False)
-    c = OmegaConf.to_container(cfg_of("batch_size=50"), resolve=True)
-    assert config.fuse_key(a, pad_widths=True) != config.fuse_key(c, pad_widths=True)
+    a, b = (cfg_of(f"hidden={h}") for h in (16, 32))
+    assert fuse_key(a, pad=True) == fuse_key(b, pad=True)
+    assert fuse_key(a, pad=False) != fuse_key(b, pad=False)
+    assert fuse_key(a, pad=True) != fuse_key(cfg_of("batch_size=50"), pad=True)
+    # Optimizer values are dynamic: members of one program differ in them; its name is not.
+    momentum = [cfg_of("optimizer=momentum", f"optimizer.momentum={m}") for m in (0.8, 0.9)]
+    assert fuse_key(momentum[0], pad=False) == fuse_key(momentum[1], pad=False)
+    assert fuse_key(momentum[0], pad=False) != fuse_key(
+        cfg_of("optimizer=momentum", "optimizer.nesterov=true"), pad=False
+    )
+    assert config.fuse_key({"model": {"hidden": 16}}, paddable=("hidden",)) == config.fuse_key(
+        {"model": {"hidden": 8}}, paddable=("hidden",)
+    )
     assert [len(c) for c in chunks(list(range(27)), 10)] == [9, 9, 9]
     assert [len(c) for c in chunks(list(range(5)), 2)] == [2, 2, 1]
     assert default_rungs(2000, 0.5) == (500, 1000) and default_rungs(2000, 1 / 3) == (222, 667)

@@ -6,18 +6,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import mlp_spec
 from flax import nnx
 
-from sweeper.task import data, model, train_step
+from sweeper.task import data, models, train_step
 
 # A normal truncated at +-2 sigma without variance correction keeps this fraction of its stddev.
 TRUNCATED_STD = 0.8796
 
 
 def init(hidden: int, seed: int):
-    graphdef, _ = model.abstract(hidden)
-    params, order_seed = train_step.init_run(hidden, seed)
-    return graphdef, params, order_seed
+    spec = mlp_spec(hidden)
+    params, order_seed = train_step.init_run(spec, seed)
+    return models.abstract(spec).graphdef, params, order_seed
 
 
 def test_shapes_and_forward():
@@ -59,7 +60,8 @@ def test_loss_matches_a_hand_computation():
     x = rng.normal(0, 50, (6, 3072)).astype(np.float32)
     labels = np.array([0, 3, 9, 1, 1, 7])
     reg = 0.3
-    loss, logits = train_step.loss_fn(params, graphdef, jnp.asarray(x), jnp.asarray(labels), reg)
+    trained, rest = nnx.split_state(params, nnx.Param, ...)
+    loss, (logits, _) = train_step.loss_fn(trained, rest, graphdef, jnp.asarray(x), jnp.asarray(labels), reg)
 
     p = {
         k: {n: np.asarray(v, np.float64) for n, v in layer.items()}
@@ -78,10 +80,12 @@ def test_loss_matches_a_hand_computation():
 
 def test_biases_are_not_regularised():
     _, params, _ = init(5, 1)
-    before = float(model.l2_penalty(params))
+    before = float(models.l2_penalty(params))
     shifted = jax.tree.map(lambda v: v, params)
     nnx.replace_by_pure_dict(shifted, {"layer1": {"bias": np.full(5, 3.0, np.float32)}})
-    assert float(model.l2_penalty(shifted)) == pytest.approx(before)
+    assert float(models.l2_penalty(shifted)) == pytest.approx(before)
+    nnx.replace_by_pure_dict(shifted, {"layer2": {"kernel": np.full((10, 5), 3.0, np.float32)}})
+    assert float(models.l2_penalty(shifted)) > before  # kernels are
 
 
 def test_each_image_once_per_epoch_and_seeded():

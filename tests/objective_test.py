@@ -19,7 +19,7 @@ from sweeper import summary, train
 from sweeper.config import ConfigError
 from sweeper.objective import Objective
 from sweeper.record import checkpoint
-from sweeper.task import data, model
+from sweeper.task import data
 from sweeper.train import fused
 from sweeper.train.controllers import AsyncHalving, Halving, PopulationBasedTraining
 from sweeper.trial import storage
@@ -62,8 +62,8 @@ def test_an_objective_sweeper_cannot_optimise_is_refused_in_one_line(tmp_path, o
 def test_val_and_train_losses_are_the_mean_cross_entropy_of_the_whole_split_without_l2(tmp_path):
     metrics = train.train_and_evaluate(compose_config(*FAST, *MIN_LOSS, "reg=1.0"), tmp_path)
     payload = checkpoint.load(tmp_path / "checkpoints" / "step_200.pkl")
-    graphdef, template = model.abstract(model.hidden_size(payload["params"]))
-    params = checkpoint.restore_params(payload, template, tmp_path)
+    restored, params = train.restore_model(payload, tmp_path)
+    graphdef = restored.eval_graphdef
     dataset = data.load(OmegaConf.create(payload["config"])["data"])
     mean_image = np.asarray(payload["mean_image"])
 

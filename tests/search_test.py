@@ -85,13 +85,13 @@ def fused_val(payload: dict, workdir: Path) -> float:
     """The val accuracy of a checkpoint's parameters, on the data of the config it holds."""
     from omegaconf import OmegaConf
 
-    from sweeper.task import data, model, train_step
+    from sweeper.task import data, train_step
+    from sweeper.train.run import restore_model
 
-    graphdef, template = model.abstract(model.hidden_size(payload["params"]))
-    params = checkpoint.restore_params(payload, template, workdir)
+    restored, params = restore_model(payload, workdir)
     dataset = data.load(OmegaConf.create(payload["config"])["data"])
     return train_step.accuracy(
-        graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"]
+        restored.eval_graphdef, params, dataset.val_images, dataset.val_labels, payload["mean_image"]
     )
 
 

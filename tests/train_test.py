@@ -93,7 +93,7 @@ def test_eval_mode_restores_the_checkpoint(cli_run):
     metrics = json.loads((workdir / "metrics.json").read_text())
     result = run_cli(*FAST, "mode=eval", f"checkpoint={workdir}", f"hydra.run.dir={workdir}/eval")
     assert result.returncode == 0, result.stderr
-    assert "step 300, hidden 32" in result.stdout
+    assert "step 300, MLP(hidden=32)" in result.stdout
     assert f"test accuracy {metrics['test_accuracy']:.4f}" in result.stdout
 
 

@@ -24,12 +24,11 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sweeper import signals
-from sweeper.config import fuse_key
 from sweeper.errors import one_line, user_errors
 from sweeper.sweep.locks import JobLock
 from sweeper.train import fused
 from sweeper.train.devices import local_devices
-from sweeper.train.plan import Plan, Search, pads_widths, plan, stream_plan
+from sweeper.train.plan import Plan, Search, fuse_key, pads_widths, plan, stream_plan
 from sweeper.train.run import enable_compilation_cache
 
 log = logging.getLogger(__name__)
@@ -207,7 +206,7 @@ def check_stream(launcher: Any) -> None:
 
 def fused_key(job: FusedJob) -> str:
     """The fuse key of a job in a stream's pool (widths padded)."""
-    return fuse_key(job.cfg_dict, pad_widths=True)
+    return fuse_key(job.task_cfg, pad=True)
 
 
 def compose_job(launcher: Any, overrides: list[str], idx: int, job_id: Any = None) -> FusedJob:

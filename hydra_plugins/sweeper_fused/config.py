@@ -16,7 +16,9 @@ from hydra.core.config_store import ConfigStore
 class PopulationBasedTrainingConf:
     interval: int = 0  # every `interval` steps the worst members copy the best; 0: off
     quantile: float = 0.25  # the fraction that copies, and the fraction copied from
-    factors: list[float] = field(default_factory=lambda: [0.8, 1.25])  # lr and reg perturbations
+    factors: list[float] = field(default_factory=lambda: [0.8, 1.25])  # each key's perturbation
+    # What it perturbs: lr, reg and numeric optimizer keys (optimizer.momentum, optimizer.b1, ...).
+    keys: list[str] = field(default_factory=lambda: ["lr", "reg"])
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """Pickle checkpoints: one self-describing dict of numpy arrays and plain values (no Orbax).
 
-    checkpoints/step_<N>.pkl = {format, step, params (nested dict), opt_state (list of leaves),
+    checkpoints/step_<N>.pkl = {format, step, model, params (nested dict), opt_state (list of leaves),
                                 mean_image, data_order, config, history, attempts, last_losses,
                                 versions}
 
-Saved atomically; loaded through the restricted unpickler, so a checkpoint cannot run code.
+`model` is what rebuilds the model without the run's config: its config (`_target_` and keys), input
+shape and number of classes; `params` its whole state (Params, batch statistics, RNG counts and key
+data). Checkpoints of format 1 (before `model`; every one the article's MLP) load as format 2. Saved
+atomically; loaded through the restricted unpickler, so a checkpoint cannot run code.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from sweeper import safe_pickle
 from sweeper.files import atomic_write
 from sweeper.task import model
 
-FORMAT = "sweeper-checkpoint/1"
+FORMAT = "sweeper-checkpoint/2"
+FORMATS = ("sweeper-checkpoint/1", FORMAT)  # what loads
 _NAME = re.compile(r"step_(\d+)\.pkl")
 
 
@@ -52,6 +56,7 @@ def save(
     directory: Path,
     *,
     step: int,
+    model: dict | None = None,
     params: nnx.State,
     opt_state: Any,
     mean_image: Any,
@@ -68,6 +73,7 @@ def save(
     payload = {
         "format": FORMAT,
         "step": int(step),
+        "model": model,  # {config, input_shape, num_classes}
         "params": jax.tree.map(to_numpy, nnx.to_pure_dict(params)),
         "opt_state": [to_numpy(leaf) for leaf in jax.tree.leaves(opt_state)],
         "mean_image": None if mean_image is None else to_numpy(mean_image),  # the input pipeline's
@@ -120,10 +126,10 @@ def load(path: Path) -> dict:
         raise CheckpointError(f"{path}: {e}") from e
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError) as e:
         raise CheckpointError(f"{path} is truncated or not a checkpoint ({e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
-    if isinstance(payload.get("params"), dict):  # written before the layers took today's names: renamed
-        payload["params"] = model.with_current_names(payload["params"])
+    if not isinstance(payload, dict) or payload.get("format") not in FORMATS:
+        raise CheckpointError(f"{path} is not a sweeper checkpoint (format {' or '.join(FORMATS)})")
+    if not payload.get("model") and isinstance(payload.get("params"), dict):  # format 1: the article's MLP
+        payload["model"] = model.upgrade_v1(payload["params"])
     return payload
 
 
@@ -139,7 +145,8 @@ def restore_params(payload: dict, template: nnx.State, path: Path) -> nnx.State:
         diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
         detail = ", ".join(f"{k}: checkpoint {got.get(k)} vs config {want.get(k)}" for k in diff)
         raise CheckpointError(
-            f"{path} does not fit the configured model ({detail}); was it written with another `hidden`?"
+            f"{path} does not fit the configured model ({detail}); was it written with another model or "
+            "other model keys?"
         )
     nnx.replace_by_pure_dict(template, jax.tree.map(np.asarray, payload["params"]))
     return template

@@ -1,10 +1,11 @@
 """A run's training step as a TensorBoard graph: what the Graphs tab shows.
 
 The graph is read off the jaxpr of one run's `train_step.gradient_step`, traced on abstract shapes
-(nothing is computed or compiled): one node per JAX primitive, named by the `jax.named_scope`s of
-sweeper.task.model and sweeper.task.train_step (`layer1`, `layer2`, `loss/cross_entropy`, `loss/l2`,
-`optimizer`, ...), the backward pass under `gradients/`, and each edge labelled with its shape. Calls
-to jitted helpers (relu, logsumexp, ...) are opened up into a scope of their own name.
+(nothing is computed or compiled): one node per JAX primitive, named by the `jax.named_scope`s of the
+model (the article's MLP: `layer1`, `layer2`; a module of yours: its own) and sweeper.task.train_step
+(`loss/cross_entropy`, `loss/l2`, `optimizer`, ...), the backward pass under `gradients/`, and each
+edge labelled with its shape. Calls to jitted helpers (relu, logsumexp, ...) are opened up into a scope
+of their own name.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from jax.extend import core as jax_core
 from omegaconf import OmegaConf
 
 from sweeper.record.writer import AttrValue, GraphDef, NodeDef, TensorShapeProto
-from sweeper.task import data, model, train_step
+from sweeper.task import data, models, train_step
 
 # Primitives that call another jaxpr with the same inputs and outputs: shown opened up, not as one node.
 CALLS = (
@@ -41,14 +42,16 @@ def run_graph(cfg: dict[str, Any], info: data.Info) -> GraphDef:
     """The graph of one training step of the run `cfg` (a plain config dict) on the data `info` describes."""
     optimizer = json.dumps(cfg["optimizer"], sort_keys=True)
     preprocess = cfg["data"].get("preprocess", "center")
-    return _traced(int(cfg["hidden"]), int(cfg["batch_size"]), info, preprocess, optimizer)
+    spec = models.spec_of(cfg["model"], info, preprocess)
+    return _traced(spec, int(cfg["batch_size"]), info, preprocess, optimizer)
 
 
 @functools.lru_cache(maxsize=16)  # a fused program's members share their width's graph
-def _traced(hidden: int, batch_size: int, info: data.Info, preprocess: str, optimizer: str) -> GraphDef:
-    graphdef, params = model.abstract(hidden, info.model_shape)
-    make_optimizer = train_step.optimizer_factory(OmegaConf.create(json.loads(optimizer)))
-    opt_state = jax.eval_shape(lambda p: make_optimizer(0.0).init(p), params)
+def _traced(spec: models.Spec, batch_size: int, info: data.Info, preprocess: str, optimizer: str) -> GraphDef:
+    model = models.abstract(spec)
+    opt_cfg = OmegaConf.create(json.loads(optimizer))
+    make_optimizer = train_step.optimizer_factory(opt_cfg)
+    opt_state = jax.eval_shape(lambda s: train_step.init_optimizer(opt_cfg, s), model.state)
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
     statistic = jax.ShapeDtypeStruct(info.input_shape, jnp.float32)
     train = train_step.DeviceData(
@@ -58,14 +61,19 @@ def _traced(hidden: int, batch_size: int, info: data.Info, preprocess: str, opti
         scale=statistic if preprocess == "standardize" else None,
     )
     args = {
-        "params": params,
+        "params": model.state,
         "opt_state": opt_state,
         "alive": jax.ShapeDtypeStruct((), jnp.bool_),
-        "hyper": train_step.Hyper(lr=scalar, reg=scalar, unit_mask=None),
+        "hyper": train_step.Hyper(
+            lr=scalar,
+            reg=scalar,
+            optimizer={k: scalar for k in train_step.dynamic_keys(opt_cfg)},
+            unit_mask=None,
+        ),
         "batch_indices": jax.ShapeDtypeStruct((batch_size,), jnp.int32),
         "train": train,
     }
-    step = functools.partial(train_step.gradient_step, graphdef, make_optimizer)
+    step = functools.partial(train_step.gradient_step, model.graphdef, model.padding, make_optimizer)
     closed, out_shape = jax.make_jaxpr(step, return_shape=True)(*args.values())
     outputs = ("params", "opt_state", "alive", "loss", "accuracy")  # what gradient_step returns
     return to_graph_def(
@@ -86,7 +94,7 @@ def _names(tree: dict[str, Any], role: str) -> list[str]:
         elif top == "opt_state":
             names.append("/".join(["optimizer", "state" if role == "inputs" else "new_state", *rest]))
         elif top == "hyper":
-            names.append(f"{role}/{rest[0]}")
+            names.append("/".join([role, *rest]))
         else:
             names.append("/".join([role, top, *rest]))
     return names

@@ -37,6 +37,7 @@ class RunRecord:
         self.hparams = config.hyperparameters(self.cfg_dict)
         self.objective = Objective.of(cfg)  # what metrics.json's `objective` is the value of
         self.writer: RunWriter | None = None
+        self.model: dict[str, Any] | None = None  # what rebuilds its model (checkpoints), set by `open`
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.attempts: list[dict] = []  # what earlier attempts cost, from the checkpoint it resumed from
         self.status: Status | None = None  # set when it ends
@@ -54,6 +55,11 @@ class RunRecord:
         """Start writing TensorBoard events, the run's graph first (its train step on the data `info`
         describes, sweeper.task.data.Info); on resume, events an earlier attempt wrote past `start` go."""
         self.writer = RunWriter(self.workdir, purge_step=start)
+        self.model = {
+            "config": self.cfg_dict["model"],
+            "input_shape": [int(n) for n in info.input_shape],
+            "num_classes": int(info.num_classes),
+        }
         try:
             self.writer.graph(graph.run_graph(self.cfg_dict, info))
         except Exception as error:  # reads JAX's traced program: never worth stopping a run for
@@ -75,9 +81,10 @@ class RunRecord:
         shown = "".join(f"  {key} {value:.4f}" for key, value in val.items())
         self.log.info("step %d  loss %.4f  train_accuracy %.4f%s", step, loss, train_accuracy, shown)
 
-    def schedule_point(self, step: int, lr: float, reg: float) -> None:
-        """The learning rate and L2 constant it trains with from `step` on (when they change)."""
-        self.writer.scalars(step, {"hyperparameters/lr": lr, "hyperparameters/reg": reg})
+    def schedule_point(self, step: int, values: dict[str, float]) -> None:
+        """What it trains with from `step` on ({lr, reg, optimizer.momentum, ...}), when it changes:
+        `hyperparameters/lr`, ... in TensorBoard."""
+        self.writer.scalars(step, {f"hyperparameters/{key}": value for key, value in values.items()})
 
     def histograms(self, step: int, tensors: dict[str, Any]) -> None:
         self.writer.histograms(step, tensors)
@@ -88,6 +95,7 @@ class RunRecord:
         path = checkpoint.save(
             self.workdir / "checkpoints",
             step=snapshot.step,
+            model=self.model,
             config=self.cfg_dict,
             params=snapshot.params,
             opt_state=snapshot.opt_state,

@@ -1,19 +1,14 @@
 """The article's model: 3072 -> hidden (ReLU) -> 10, fully connected, as a Flax NNX module; on other
-data, (its input values, flattened) -> hidden -> (its classes)."""
+data, (its input values, flattened) -> hidden -> (its classes). `conf/model/mlp.yaml` selects it (the
+default); its hidden units are paddable (sweeper.task.models), so that a sweep over widths shares one
+program."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
-from sweeper.task.data import IMAGE_SIZE, NUM_CLASSES
-
-Shape = tuple[tuple[int, ...], int]  # what a model is built for: (one input's shape, number of classes)
-CIFAR10: Shape = ((IMAGE_SIZE,), NUM_CLASSES)
 
 
 class Dense(nnx.Module):
@@ -26,10 +21,13 @@ class Dense(nnx.Module):
     (in, out) kernel, whose gradient x^T @ dh runs XLA's dot at half speed (benchmarks/RESULTS.md).
     """
 
-    def __init__(self, fan_in: int, fan_out: int, *, rngs: nnx.Rngs):
+    def __init__(self, fan_in: int, fan_out: int, *, rngs: nnx.Rngs, in_key: str = "", out_key: str = ""):
+        # in_key/out_key: the model key that sizes the inputs/outputs, where that axis is paddable.
         init = jax.nn.initializers.truncated_normal(stddev=1.0 / fan_in**0.5, lower=-2.0, upper=2.0)
-        self.kernel = nnx.Param(init(rngs.params(), (fan_out, fan_in)))
-        self.bias = nnx.Param(jnp.zeros((fan_out,)))
+        self.kernel = nnx.Param(
+            init(rngs.params(), (fan_out, fan_in)), paddable=(out_key or None, in_key or None)
+        )
+        self.bias = nnx.Param(jnp.zeros((fan_out,)), paddable=(out_key or None,))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.kernel[...].T + self.bias[...]
@@ -43,10 +41,9 @@ class MLP(nnx.Module):
     """Two fully connected layers, `layer1` (3072 -> hidden, ReLU) and `layer2` (hidden -> 10), as the
     article numbers them; weights truncated-normal with stddev 1/sqrt(fan_in), biases zero."""
 
-    def __init__(self, hidden: int, *, shape: Shape = CIFAR10, rngs: nnx.Rngs):
-        input_shape, num_classes = shape
-        self.layer1 = Dense(int(np.prod(input_shape)), hidden, rngs=rngs)
-        self.layer2 = Dense(hidden, num_classes, rngs=rngs)
+    def __init__(self, hidden: int, *, input_shape: tuple[int, ...], num_classes: int, rngs: nnx.Rngs):
+        self.layer1 = Dense(int(np.prod(input_shape)), hidden, rngs=rngs, out_key="hidden")
+        self.layer2 = Dense(hidden, num_classes, rngs=rngs, in_key="hidden")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         # Any input shape: flattened (a no-op for the article's (N, 3072)); integers (data.preprocess=none)
@@ -61,82 +58,15 @@ class MLP(nnx.Module):
             return self.layer2(activations)
 
 
-def abstract(hidden: int, shape: Shape = CIFAR10) -> tuple[nnx.GraphDef, nnx.State]:
-    """The MLP's static graph and the shapes of its parameters, without computing anything."""
-    return nnx.split(nnx.eval_shape(lambda: MLP(hidden, shape=shape, rngs=nnx.Rngs(0))), nnx.Param)
-
-
-def init_params(hidden: int, key: jax.Array, shape: Shape = CIFAR10) -> nnx.State:
-    """Freshly initialised parameters (a pytree); call it under `jax.jit`: eagerly, every random op
-    would compile on its own (seconds instead of a fraction of one)."""
-    return nnx.state(MLP(hidden, shape=shape, rngs=nnx.Rngs(params=key)), nnx.Param)
-
-
-def shape_of(pure_params: dict) -> Shape:
-    """The (flattened input, classes) a model's parameters (a checkpoint's nested dict) were built for."""
-    return (int(pure_params["layer1"]["kernel"].shape[1]),), int(pure_params["layer2"]["kernel"].shape[0])
-
-
-def with_current_names(pure_params: dict) -> dict:
-    """A checkpoint's nested parameter dict with its layers under today's names."""
-    return {FORMER_LAYER_NAMES.get(layer, layer): leaves for layer, leaves in pure_params.items()}
-
-
-def hidden_size(pure_params: dict) -> int:
-    """The hidden width of a model from its parameters (a checkpoint's nested dict)."""
-    return int(pure_params["layer1"]["kernel"].shape[0])
-
-
-def weight_matrices(params: nnx.State) -> list[jax.Array]:
-    """The two kernels: what the L2 term regularises (biases are not)."""
-    return [params["layer1"]["kernel"][...], params["layer2"]["kernel"][...]]
-
-
-def l2_penalty(params: nnx.State) -> jax.Array:
-    """Sum over the weight matrices of sum(w^2)/2 (TF1's `l2_regularizer` without its scale)."""
-    return sum(jnp.sum(w * w) for w in weight_matrices(params)) / 2
-
-
-def hidden_unit_axis(path: tuple) -> int | None:
-    """The axis that indexes hidden units in a parameter-shaped leaf at `path` (optimizer states hold
-    such leaves too): 0 for layer1.kernel (units, 3072) and layer1.bias, 1 for layer2.kernel (10, units)."""
-    keys = [getattr(k, "key", None) for k in path]
-    if "layer1" in keys:
-        return 0
-    if "layer2" in keys and "kernel" in keys:
-        return 1
-    return None
-
-
-def resize(tree: Any, width: int) -> Any:
-    """A parameter-shaped `tree` as numpy arrays with its hidden units cut or zero-padded to `width`.
-
-    On the host on purpose: slicing on the device would compile a small program per leaf and shape.
-    """
-
-    def fix(path, leaf):
-        leaf = np.asarray(leaf)
-        axis = hidden_unit_axis(path)
-        if axis is None or leaf.shape[axis] == width:
-            return leaf
-        index = [slice(None)] * leaf.ndim
-        index[axis] = slice(0, width)
-        padding = [(0, 0)] * leaf.ndim
-        padding[axis] = (0, max(width - leaf.shape[axis], 0))
-        return np.pad(leaf[tuple(index)], padding)
-
-    return jax.tree_util.tree_map_with_path(fix, tree)
-
-
-def mask_units(tree: Any, unit_mask: jax.Array) -> Any:
-    """A parameter-shaped `tree` times `unit_mask` (width,) along the hidden units: padding stays zero."""
-
-    def fix(path, leaf):
-        axis = hidden_unit_axis(path)
-        if axis is None:
-            return leaf
-        shape = [1] * leaf.ndim
-        shape[axis] = -1
-        return leaf * unit_mask.reshape(shape)
-
-    return jax.tree_util.tree_map_with_path(fix, tree)
+def upgrade_v1(pure_params: dict) -> dict:
+    """The model config of a checkpoint written before checkpoints kept theirs (every one was this MLP),
+    its layers renamed to today's names in place."""
+    renamed = {FORMER_LAYER_NAMES.get(layer, layer): leaves for layer, leaves in pure_params.items()}
+    pure_params.clear()
+    pure_params.update(renamed)
+    kernel = pure_params["layer1"]["kernel"]
+    return {
+        "config": {"_target_": f"{__name__}.MLP", "hidden": int(kernel.shape[0])},
+        "input_shape": [int(kernel.shape[1])],
+        "num_classes": int(pure_params["layer2"]["kernel"].shape[0]),
+    }

@@ -1,8 +1,10 @@
 """The maths of training and evaluation: loss, one gradient step, a scanned segment of steps, predictions.
 
 Pure functions over plain pytrees. A segment advances one run's state, or the states of K runs stacked
-on a leading member axis (`jax.vmap` around the same step); the learning rate and L2 constant are
-arrays, so that members differ in them, and a schedule changes them, without recompiling.
+on a leading member axis (`jax.vmap` around the same step); the learning rate, the L2 constant and the
+optimizer's numeric keys are arrays, so that members differ in them, and a schedule changes them, without
+recompiling. The model is any NNX module (sweeper.task.models), merged from its graph and state inside
+the step: its Params are trained, the rest of its state (batch statistics, RNG counts) is carried.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from sweeper import config
 from sweeper.config import ConfigError
-from sweeper.task import data, model
+from sweeper.task import data, models
 
 # A dataset's Info rides along with its arrays (DeviceSplits.info) as static data: device_put and
 # tree maps pass it through untouched.
@@ -73,28 +76,49 @@ def to_device(dataset: data.Dataset) -> DeviceSplits:
     )
 
 
-def optimizer_factory(opt: Any) -> Callable[[Any], optax.GradientTransformation]:
-    """`learning_rate -> optax optimizer` for the optimizer config `opt` (sgd, momentum or adam).
+OPTIMIZERS = {"sgd": optax.sgd, "momentum": optax.sgd, "adam": optax.adam}  # optimizer.name
 
-    The learning rate may be a traced array: none of these keeps it in its state.
+
+def dynamic_keys(opt: Any) -> tuple[str, ...]:
+    """The optimizer config's numeric keys (momentum, b1, b2, eps, ...): optax takes them as arrays, so
+    members of one program differ in them, and schedules change them, without recompiling."""
+    return config.optimizer_numeric_keys(opt)
+
+
+def optimizer_values(opt: Any) -> dict[str, float]:
+    """The values of the optimizer config's dynamic keys."""
+    return {key: float(opt[key]) for key in dynamic_keys(opt)}
+
+
+def optimizer_factory(opt: Any) -> Callable[..., optax.GradientTransformation]:
+    """`(learning_rate, {key: value}) -> optax optimizer` for the optimizer config `opt` (sgd, momentum or
+    adam), its dynamic keys given as (possibly traced) values, the others (nesterov) fixed.
+
+    None of these keeps its hyperparameters in its state, so traced values change nothing else.
     """
-    if opt.name == "sgd":
-        return lambda learning_rate: optax.sgd(learning_rate)
-    if opt.name == "momentum":
-        return lambda learning_rate: optax.sgd(learning_rate, momentum=opt.momentum, nesterov=opt.nesterov)
-    if opt.name == "adam":
-        return lambda learning_rate: optax.adam(learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps)
-    raise ConfigError(f"optimizer.name must be sgd, momentum or adam, got {opt.name!r}")
+    if opt.name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name must be sgd, momentum or adam, got {opt.name!r}")
+    make = OPTIMIZERS[opt.name]
+    fixed = {k: v for k, v in opt.items() if k != "name" and k not in dynamic_keys(opt)}
+
+    def optimizer(learning_rate: Any, values: dict[str, Any] | None = None) -> optax.GradientTransformation:
+        return make(learning_rate, **fixed, **(values or {}))
+
+    return optimizer
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def init_run(
-    hidden: int, seed: int | jax.Array, shape: model.Shape = model.CIFAR10
-) -> tuple[nnx.State, jax.Array]:
-    """(initial params, data-order seed words), both derived from the one root key `seed`; the model
-    built for `shape` (input shape, classes)."""
+def init_optimizer(opt: Any, state: nnx.State) -> Any:
+    """A fresh optimizer state for the Params of a model `state`."""
+    params, _ = nnx.split_state(state, nnx.Param, ...)
+    return optimizer_factory(opt)(0.0, optimizer_values(opt)).init(params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init_run(spec: models.Spec, seed: int | jax.Array) -> tuple[nnx.State, jax.Array]:
+    """(initial model state, data-order seed words), both derived from the one root key `seed`; the
+    model `spec` describes."""
     init_key, order_key = jax.random.split(jax.random.key(seed))
-    return model.init_params(hidden, init_key, shape), jax.random.key_data(order_key)
+    return models.init_state(spec, init_key), jax.random.key_data(order_key)
 
 
 def preprocess(images: jax.Array, norm: tuple | jax.Array) -> jax.Array:
@@ -107,22 +131,36 @@ def preprocess(images: jax.Array, norm: tuple | jax.Array) -> jax.Array:
     return centered if scale is None else centered * scale
 
 
+def apply(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> tuple[jax.Array, nnx.State]:
+    """(the model's logits for `x`, its state after the call: batch statistics and RNG counts moved)."""
+    module = nnx.merge(graphdef, models.data_to_keys(state), copy=True)  # fresh Variables at this trace level
+    logits = module(x)
+    return logits, models.keys_to_data(nnx.state(module))
+
+
 def loss_fn(
-    params: nnx.State, graphdef: nnx.GraphDef, x: jax.Array, labels: jax.Array, reg: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Mean softmax cross-entropy + reg * sum(W^2)/2 over the weight matrices; returns (loss, logits)."""
-    logits = nnx.merge(graphdef, params)(x)
+    params: nnx.State,
+    rest: nnx.State,
+    graphdef: nnx.GraphDef,
+    x: jax.Array,
+    labels: jax.Array,
+    reg: jax.Array,
+) -> tuple[jax.Array, tuple[jax.Array, nnx.State]]:
+    """Mean softmax cross-entropy + reg * sum(W^2)/2 over the kernel-like Params (sweeper.task.models);
+    returns (loss, (logits, the model's state after the call))."""
+    logits, after = apply(graphdef, nnx.merge_state(params, rest), x)
     with jax.named_scope("loss"):
         with jax.named_scope("cross_entropy"):
             cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         with jax.named_scope("l2"):
-            l2 = reg * model.l2_penalty(params)
-        return cross_entropy + l2, logits
+            l2 = reg * models.l2_penalty(params)
+        return cross_entropy + l2, (logits, after)
 
 
 class TrainState(NamedTuple):
-    """What a segment changes, donated to it: parameters, optimizer state, whether the loss has stayed
-    finite (a run whose loss did not is frozen), and the step. Stacked: a leading member axis."""
+    """What a segment changes, donated to it: the model's state (its Params and the rest of its
+    variables), optimizer state, whether the loss has stayed finite (a run whose loss did not is frozen),
+    and the step. Stacked: a leading member axis."""
 
     params: nnx.State
     opt_state: optax.OptState
@@ -131,18 +169,21 @@ class TrainState(NamedTuple):
 
 
 class Hyper(NamedTuple):
-    """The per-run constants of a segment: learning rate, L2 constant, and, where narrower runs are
-    padded to a common width, the mask of each run's own hidden units (else None)."""
+    """The per-run constants of a segment: learning rate, L2 constant, the optimizer's dynamic keys
+    ({momentum: ...}), and, where narrower runs are padded to a common width, the mask of each run's own
+    units per paddable model key ({hidden: (width,)}, else None)."""
 
     lr: jax.Array
     reg: jax.Array
-    unit_mask: jax.Array | None
+    optimizer: dict[str, jax.Array]
+    unit_mask: dict[str, jax.Array] | None
 
 
 def gradient_step(
     graphdef: nnx.GraphDef,
-    make_optimizer: Callable[[Any], optax.GradientTransformation],
-    params: nnx.State,
+    padding: models.Padding,
+    make_optimizer: Callable[..., optax.GradientTransformation],
+    state: nnx.State,
     opt_state: optax.OptState,
     alive: jax.Array,
     hyper: Hyper,
@@ -156,24 +197,32 @@ def gradient_step(
     with jax.named_scope("batch"):
         x = preprocess(train.images[batch_idx], train.norm)
         labels = train.labels[batch_idx]
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, graphdef, x, labels, hyper.reg)
+    params, rest = nnx.split_state(state, nnx.Param, ...)
+    (loss, (logits, after)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, rest, graphdef, x, labels, hyper.reg
+    )
     with jax.named_scope("optimizer"):
-        updates, new_opt_state = make_optimizer(hyper.lr).update(grads, opt_state, params)
+        updates, new_opt_state = make_optimizer(hyper.lr, hyper.optimizer).update(grads, opt_state, params)
         if hyper.unit_mask is not None:
-            updates = model.mask_units(updates, hyper.unit_mask)
+            updates = padding.mask(updates, hyper.unit_mask)
         new_params = optax.apply_updates(params, updates)
+        _, new_rest = nnx.split_state(after, nnx.Param, ...)
+        new_state = nnx.merge_state(new_params, new_rest)
     with jax.named_scope("keep_if_finite"):
         alive = alive & jnp.isfinite(loss)
         keep = lambda new, old: jnp.where(alive, new, old)  # noqa: E731
-        new_params = jax.tree.map(keep, new_params, params)
+        new_state = jax.tree.map(keep, new_state, state)
         new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
     with jax.named_scope("accuracy"):
         batch_accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
-    return new_params, new_opt_state, alive, loss, batch_accuracy
+    return new_state, new_opt_state, alive, loss, batch_accuracy
 
 
 def make_segment(
-    graphdef: nnx.GraphDef, make_optimizer: Callable[[Any], optax.GradientTransformation], stacked: bool
+    graphdef: nnx.GraphDef,
+    padding: models.Padding,
+    make_optimizer: Callable[..., optax.GradientTransformation],
+    stacked: bool,
 ) -> Callable:
     """A jitted `segment(state, hyper, train, batch_indices) -> (state, (losses, accuracies))` that runs
     one step per row of `batch_indices`, with `state` donated.
@@ -182,7 +231,7 @@ def make_segment(
     batch) when the members share their batches (one seed: XLA merges their products into one wide
     matmul) or (steps, members, batch); losses and accuracies come back as (steps, members).
     """
-    one_run = functools.partial(gradient_step, graphdef, make_optimizer)
+    one_run = functools.partial(gradient_step, graphdef, padding, make_optimizer)
 
     def step(state: TrainState, batch_idx: jax.Array, hyper: Hyper, train: DeviceData):
         run = one_run
@@ -201,22 +250,28 @@ def make_segment(
 
 @functools.partial(jax.jit, static_argnums=0)
 def predict(graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, norm: tuple):
-    """Logits for a batch of inputs, preprocessed with `norm` (see `preprocess`)."""
-    return nnx.merge(graphdef, params)(preprocess(images, norm))
+    """Logits for a batch of inputs, preprocessed with `norm` (see `preprocess`), by the model `graphdef`
+    (its evaluation graph: Dropout off, BatchNorm on its running averages) with state `params`."""
+    return apply(graphdef, params, preprocess(images, norm))[0]
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=(0, 5))
 def correct_and_loss(
-    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, norm: tuple
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    images: jax.Array,
+    labels: jax.Array,
+    norm: tuple,
+    chunk: int = data.EVAL_CHUNK,
 ) -> tuple[jax.Array, jax.Array]:
     """(how many `images` are classified correctly, the sum of their cross-entropy losses without the L2
-    term), in chunks of EVAL_CHUNK inside one compiled loop.
+    term), in chunks of `chunk` examples (sweeper.memory.eval_chunk) inside one compiled loop.
 
     The last chunk is slid back to end at the last image and its already-counted rows masked out, so
     every chunk has one static shape and nothing is padded or copied.
     """
     n = images.shape[0]
-    chunk = min(data.EVAL_CHUNK, n)
+    chunk = min(chunk, n)
 
     def measure(i, totals):
         correct, loss = totals
@@ -234,24 +289,34 @@ def correct_and_loss(
 
 
 def evaluate(
-    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, norm: tuple
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    images: jax.Array,
+    labels: jax.Array,
+    norm: tuple,
+    chunk: int = data.EVAL_CHUNK,
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy loss without the L2 term) over `images`."""
-    correct, loss = correct_and_loss(graphdef, params, images, labels, norm)
+    correct, loss = correct_and_loss(graphdef, params, images, labels, norm, chunk)
     return int(correct) / len(images), float(loss) / len(images)
 
 
 def accuracy(
-    graphdef: nnx.GraphDef, params: nnx.State, images: jax.Array, labels: jax.Array, norm: tuple
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    images: jax.Array,
+    labels: jax.Array,
+    norm: tuple,
+    chunk: int = data.EVAL_CHUNK,
 ) -> float:
     """Fraction of `images` classified correctly."""
-    return evaluate(graphdef, params, images, labels, norm)[0]
+    return evaluate(graphdef, params, images, labels, norm, chunk)[0]
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def stacked_correct_and_loss(graphdef, params, images, labels, norm) -> tuple[jax.Array, jax.Array]:
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def stacked_correct_and_loss(graphdef, params, images, labels, norm, chunk) -> tuple[jax.Array, jax.Array]:
     """(members,) correct counts and (members,) loss sums of each member of stacked `params`."""
-    measure = lambda p: correct_and_loss(graphdef, p, images, labels, norm)  # noqa: E731
+    measure = lambda p: correct_and_loss(graphdef, p, images, labels, norm, chunk)  # noqa: E731
     return jax.vmap(measure)(params)
 
 
@@ -263,14 +328,14 @@ def stacked_logits(graphdef, params, images, batch_idx, norm) -> jax.Array:
 
 
 def members_correct_and_loss(
-    graphdef, params, images, labels, norm, *, stacked: bool
+    graphdef, params, images, labels, norm, *, stacked: bool, chunk: int = data.EVAL_CHUNK
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(members,) correct counts and (members,) cross-entropy sums over `images`: of stacked `params`,
-    or of one run's as a single member."""
+    """(members,) correct counts and (members,) cross-entropy sums over `images`, `chunk` examples at a
+    time: of stacked `params`, or of one run's as a single member."""
     if stacked:
-        correct, loss = stacked_correct_and_loss(graphdef, params, images, labels, norm)
+        correct, loss = stacked_correct_and_loss(graphdef, params, images, labels, norm, chunk)
     else:
-        correct, loss = (v[None] for v in correct_and_loss(graphdef, params, images, labels, norm))
+        correct, loss = (v[None] for v in correct_and_loss(graphdef, params, images, labels, norm, chunk))
     return np.asarray(correct), np.asarray(loss)
 
 
@@ -283,10 +348,12 @@ def members_logits(graphdef, params, images, batch_idx, norm, *, stacked: bool) 
 
 
 def weight_tensors(params: Any) -> dict[str, np.ndarray]:
-    """The parameters by TensorBoard tag (`weights/layer1/kernel`, ...), for histograms."""
+    """The model's floating-point variables by TensorBoard tag (`weights/layer1/kernel`, any nesting):
+    Params and batch statistics, for histograms (RNG keys and counts left out)."""
     pure = params if isinstance(params, dict) else nnx.to_pure_dict(params)
+    flat = jax.tree_util.tree_flatten_with_path(pure)[0]
     return {
-        f"weights/{layer}/{name}": np.asarray(value)
-        for layer, leaves in pure.items()
-        for name, value in leaves.items()
+        "weights/" + "/".join(models.path_names(path)): np.asarray(value)
+        for path, value in flat
+        if np.issubdtype(np.asarray(value).dtype, np.floating)
     }

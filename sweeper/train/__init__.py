@@ -3,6 +3,6 @@
 `train_and_evaluate(cfg, workdir)` is the entry point for code (sweeper.train.run).
 """
 
-from sweeper.train.run import enable_compilation_cache, evaluate_checkpoint, train_and_evaluate
+from sweeper.train.run import enable_compilation_cache, evaluate_checkpoint, restore_model, train_and_evaluate
 
-__all__ = ["enable_compilation_cache", "evaluate_checkpoint", "train_and_evaluate"]
+__all__ = ["enable_compilation_cache", "evaluate_checkpoint", "restore_model", "train_and_evaluate"]

@@ -181,6 +181,7 @@ class PopulationBasedTraining(Controller):
     quantile: float
     factors: tuple[float, ...]
     seed: int
+    keys: tuple[str, ...] = ("lr", "reg")  # what it perturbs: lr, reg, optimizer.<numeric key>
     lockstep = True
     one_program = True
 
@@ -234,11 +235,12 @@ class PopulationBasedTraining(Controller):
         histories, notes = [], []
         for target, source in zip(targets, copies, strict=True):
             src = program.members[source]
-            lr = src.lr * float(rng.choice(self.factors))
-            reg = src.reg * float(rng.choice(self.factors))
-            histories.append(src.history.copied(step, lr, reg, src.name, reason))
-            line = "step %d: copied %s (%s), now lr %.6g reg %.6g"
-            notes.append(Note.to((program, target), line, step, src.name, reason, lr, reg))
+            values = src.values.scaled({key: float(rng.choice(self.factors)) for key in self.keys})
+            histories.append(src.history.copied(step, values, src.name, reason))
+            shown = " ".join(f"{key} {value:.6g}" for key, value in values.as_dict().items())
+            notes.append(
+                Note.to((program, target), "step %d: copied %s (%s), now %s", step, src.name, reason, shown)
+            )
         copy = CopyMembers(program, tuple(targets), tuple(copies), tuple(histories))
         done = Note.of(__name__, "step %d: %d member(s) copied the best (%s)", step, len(targets), reason)
         return [*notes, copy, done]

@@ -5,7 +5,8 @@
     metrics = train_group([cfg_a, cfg_b, ...], [workdir_a, workdir_b, ...], widths="pad")  # both at once
 
 A launcher asks `accepts(cfg, workdir)` which jobs to fuse and plans them once (sweeper.train.plan):
-configs equal in everything but lr, reg, seed and hidden (sweeper.config.fuse_key) share a program,
+configs equal in everything but lr, reg, seed, the optimizer's numeric keys and the model's paddable keys
+(hidden: sweeper.config.fuse_key) share a program,
 one jitted scan per segment, `jax.vmap` over the members' stacked states (sweeper.train.program).
 Each member leaves in its workdir what a single run leaves (sweeper.record), so any member resumes,
 or goes on alone, from its checkpoints. Importable without Hydra.
@@ -36,7 +37,7 @@ from sweeper.train.devices import Placement, local_devices
 from sweeper.train.engine import Engine, Schedule
 from sweeper.train.plan import Group, Plan, Search, check_arrival, pads_widths, plan, stream_plan
 from sweeper.train.pool import SlotPool, statuses
-from sweeper.train.program import Member, Program, new_member
+from sweeper.train.program import Member, Program, new_member, show_widths
 from sweeper.train.pruning import TrialPruning, has_trial
 from sweeper.train.run import check_batch_size
 
@@ -191,8 +192,8 @@ def _train_pool(
         number, list(group.members), group.slots, list(planned.cfgs), records.records, splits.info
     )
     clock = Clock(started, load_s, max(len(group), group.slots))
-    width = planned.widest(group).hidden
-    return pool.train(splits, placement, planned.search.controllers, clock, records.ended, width)
+    widths = planned.widest(group)
+    return pool.train(splits, placement, planned.search.controllers, clock, records.ended, widths)
 
 
 def train_stream(
@@ -230,8 +231,8 @@ def train_stream(
         splits, load_s = DatasetCache(device_data).get(cfgs[0].data)
         pool = SlotPool(0, first, slots, cfgs, records.records, splits.info, more=more)
         clock = Clock(started, load_s, slots)
-        width = planned.widest(planned.groups[0]).hidden
-        members = pool.train(splits, placement, search.controllers, clock, records.ended, width)
+        widths = planned.widest(planned.groups[0])
+        members = pool.train(splits, placement, search.controllers, clock, records.ended, widths)
     finally:
         records.close()
     return records.in_order(members, len(cfgs))
@@ -292,15 +293,15 @@ def _program(members: list[Member], splits: train_step.DeviceSplits, placement: 
     program = Program(members, splits, stacked=True, placement=placement)
     spans = f" on {placement.count} devices" if program.placement is not None else ""
     log.info(
-        "fused program: %d jobs, width %d%s, from step %d%s",
+        "fused program: %d jobs, %s%s, from step %d%s",
         len(members),
-        program.width,
+        show_widths(program.widths),
         " (narrower members padded and masked)" if program.padded else "",
         program.step,
         spans,
     )
     for m in members:
         m.record.log.info(
-            "fused with %d jobs in one program (width %d)%s", len(members), program.width, spans
+            "fused with %d jobs in one program (%s)%s", len(members), show_widths(program.widths), spans
         )
     return program

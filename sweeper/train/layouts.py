@@ -2,7 +2,7 @@
 (`OneRun`), or K members stacked on a leading member axis (`Stacked`), on one device (`OneDevice`) or
 split over several (sweeper.train.devices.Placement).
 
-A layout owns what differs between them: putting the members' states and lr/reg on the device, taking
+A layout owns what differs between them: putting the members' states and hyperparameters on the device, taking
 rows, padding the member axis and dropping the padding's results, and reading one member back. The
 program holds one and does the rest the same way for every layout.
 """
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweeper.task import model, train_step
+from sweeper.task import train_step
 from sweeper.train.devices import Placement
 
 
@@ -76,9 +76,10 @@ class OneRun:
         params, opt_state = jax.device_put(states[0])
         return train_step.TrainState(params, opt_state, jnp.bool_(True), np.int32(step))
 
-    def hyper(self, lr: np.ndarray, reg: np.ndarray, unit_mask: Any) -> train_step.Hyper:
-        """Its lr and reg (one each in `lr`, `reg`) as scalars; nothing is masked."""
-        return train_step.Hyper(jnp.float32(lr[0]), jnp.float32(reg[0]), None)
+    def hyper(self, lr: np.ndarray, reg: np.ndarray, optimizer: dict, unit_mask: Any) -> train_step.Hyper:
+        """Its lr, reg and optimizer values (one each) as scalars; nothing is masked."""
+        values = {k: jnp.float32(v[0]) for k, v in optimizer.items()}
+        return train_step.Hyper(jnp.float32(lr[0]), jnp.float32(reg[0]), values, None)
 
     # Keeping, or measuring, fewer rows of one member leaves none: there is nothing to take.
     def take(self, tree: Any, rows: list[int]) -> Any:
@@ -97,8 +98,8 @@ class OneRun:
         """A segment's (steps,) values as (steps, 1)."""
         return values[:, None]
 
-    def member_state(self, host: Any, index: int, width: int) -> Any:
-        """The run's host (params, opt_state), as it is."""
+    def member_state(self, host: Any, index: int) -> Any:
+        """The run's host (model state, opt_state), as it is."""
         return host
 
 
@@ -126,11 +127,12 @@ class Stacked:
         alive = self.devices.place(np.ones(self.devices.rows(len(states)), bool))
         return train_step.TrainState(params, opt_state, alive, np.int32(step))
 
-    def hyper(self, lr: np.ndarray, reg: np.ndarray, unit_mask: Any) -> train_step.Hyper:
-        """The members' lr, reg and unit mask (None: nothing masked) a column each, placed; a placed
-        mask comes back padded, so only its members' rows are taken."""
-        unit_mask = None if unit_mask is None else np.asarray(unit_mask)[: len(lr)]
-        return self.devices.place(self.devices.pad(train_step.Hyper(lr, reg, unit_mask)))
+    def hyper(self, lr: np.ndarray, reg: np.ndarray, optimizer: dict, unit_mask: Any) -> train_step.Hyper:
+        """The members' lr, reg, optimizer values and unit masks (None: nothing masked) a column each,
+        placed; a placed mask comes back padded, so only its members' rows are taken."""
+        if unit_mask is not None:
+            unit_mask = {k: np.asarray(m)[: len(lr)] for k, m in unit_mask.items()}
+        return self.devices.place(self.devices.pad(train_step.Hyper(lr, reg, optimizer, unit_mask)))
 
     def take(self, tree: Any, rows: list[int]) -> Any:
         """The state `tree` at `rows`, padded for the devices."""
@@ -152,9 +154,9 @@ class Stacked:
         """A segment's (steps, rows) values without the padding rows'."""
         return values[:, :members]
 
-    def member_state(self, host: Any, index: int, width: int) -> Any:
-        """The host (params, opt_state) of the member at `index`, cut to its own `width`."""
-        return model.resize(member_row(host, index), width)
+    def member_state(self, host: Any, index: int) -> Any:
+        """The host (model state, opt_state) of the member at `index`, at the program's widths."""
+        return member_row(host, index)
 
 
 def layout(stacked: bool, placement: Placement | None) -> OneRun | Stacked:

@@ -11,8 +11,8 @@ import numpy as np
 from sweeper.record import checkpoint
 from sweeper.record.run import RunRecord
 from sweeper.status import Status
-from sweeper.task import data, train_step
-from sweeper.train.history import History
+from sweeper.task import data, models, train_step
+from sweeper.train.history import History, Values, config_values
 
 
 @dataclass(eq=False)
@@ -24,7 +24,7 @@ class Member:
     record: RunRecord
     order: data.BatchOrder
     start: int  # the step it starts (or resumes) at
-    initial: tuple[Any, Any] | None  # (params, opt_state) at `start`, until a program takes them
+    initial: tuple[Any, Any] | None  # (model state, opt_state) at `start`, until a program takes them
     history: History
     last_losses: np.ndarray | None = None  # the losses of its last segment
     # What the program measured of it on a whole split ({"val_accuracy": ..., "val_loss": ...}) and at
@@ -34,11 +34,24 @@ class Member:
     # The program's step minus this member's own step: 0 when every member of a program started
     # together, else the program step it joined at minus the step it started at (a slot pool).
     offset: int = 0
-    lr: float = field(init=False)  # what it trains with now: its history's at the program's step
-    reg: float = field(init=False)
+    spec: models.Spec | None = None  # its model on its data (sweeper.task.models)
+    values: Values = field(init=False)  # what it trains with now: its history's at the program's step
 
     def __post_init__(self) -> None:
-        self.lr, self.reg = self.hyperparameters_at(self.start)
+        self.values = self.hyperparameters_at(self.start)
+
+    @property
+    def lr(self) -> float:
+        return self.values.lr
+
+    @property
+    def reg(self) -> float:
+        return self.values.reg
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """Its model's paddable keys and their values (sweeper.task.models): what a program pads to."""
+        return models.widths_of(self.spec)
 
     @property
     def name(self) -> str:
@@ -53,9 +66,9 @@ class Member:
     def metrics(self) -> dict[str, Any] | None:
         return self.record.metrics
 
-    def hyperparameters_at(self, step: int) -> tuple[float, float]:
-        """(lr, reg) it trains with from `step` on, as its history says (else its config)."""
-        return self.history.hyperparameters_at(step, (float(self.cfg.lr), float(self.cfg.reg)))
+    def hyperparameters_at(self, step: int) -> Values:
+        """The values it trains with from `step` on, as its history says (else its config)."""
+        return self.history.hyperparameters_at(step, config_values(self.cfg))
 
 
 def new_member(
@@ -65,8 +78,9 @@ def new_member(
     from its latest checkpoint (not past step `upto`; refused if written on other data). A `population`
     member (sweeper.train.controllers.PopulationBasedTraining) records its lr, reg and copies from step 0
     on."""
-    params, order_seed = train_step.init_run(cfg.hidden, cfg.seed, info.model_shape)
-    opt_state = train_step.optimizer_factory(cfg.optimizer)(cfg.lr).init(params)
+    spec = models.of_config(cfg, info)
+    params, order_seed = train_step.init_run(spec, cfg.seed)
+    opt_state = train_step.init_optimizer(cfg.optimizer, params)
     order = data.BatchOrder(order_seed, info.num_train, cfg.batch_size)
     start, saved = 0, {}
     if cfg.resume:
@@ -85,6 +99,13 @@ def new_member(
         history = History.of_config(cfg, population=population)
     record.attempts = list(saved.get("attempts", []))
     member = Member(
-        cfg, record, order, start, (params, opt_state), history, last_losses=saved.get("last_losses")
+        cfg,
+        record,
+        order,
+        start,
+        (params, opt_state),
+        history,
+        last_losses=saved.get("last_losses"),
+        spec=spec,
     )
     return member

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from sweeper import checks, config, memory
 from sweeper.config import ConfigError
 from sweeper.objective import Objective, check_sweep_objective
+from sweeper.task import models
 from sweeper.train.controllers import AsyncHalving, Halving, PopulationBasedTraining, default_rungs
 from sweeper.train.engine import Controller
 
@@ -30,10 +31,10 @@ RUNG_FILE = "halving_rungs.jsonl"  # asynchronous halving's results, in the swee
 
 
 def pads_widths(widths: str, *, accelerator: bool) -> bool:
-    """Whether configs of different `hidden` share a program, zero-padded to the widest (`pad`), or
-    train in a program per width (`group`). `auto`: measured on a 2-core CPU, grouping beats padding
-    (padding costs about its extra arithmetic); on an accelerator a small program is dispatch-bound and
-    padding wins."""
+    """Whether configs that differ in the model's paddable keys (`hidden`) share a program, zero-padded
+    to the widest (`pad`), or train in a program per width (`group`). `auto`: measured on a 2-core CPU,
+    grouping beats padding (padding costs about its extra arithmetic); on an accelerator a small program
+    is dispatch-bound and padding wins."""
     if widths not in WIDTHS:
         raise ConfigError(f"hydra.launcher.widths must be auto, group or pad, got {widths!r}")
     return widths == "pad" or (widths == "auto" and accelerator)
@@ -63,7 +64,8 @@ class Search:
         if settings.pbt.interval:
             p = settings.pbt
             factors = tuple(float(f) for f in p.factors)
-            pbt = PopulationBasedTraining(p.interval, p.quantile, factors, cfg.seed)
+            keys = tuple(str(k) for k in p.get("keys", ("lr", "reg")))
+            pbt = PopulationBasedTraining(p.interval, p.quantile, factors, cfg.seed, keys)
         return cls(halving, pbt)
 
     @property
@@ -89,6 +91,17 @@ class Search:
             raise ConfigError("objective: one sweep ranks its jobs by one objective, got several")
         for cfg in cfgs:
             check_sweep_objective(cfg)
+        if self.pbt and cfgs:
+            numeric = (
+                "lr",
+                "reg",
+                *(f"optimizer.{k}" for k in config.optimizer_numeric_keys(cfgs[0].optimizer)),
+            )
+            for key in self.pbt.keys:
+                if key not in numeric:
+                    raise ConfigError(
+                        f"hydra.launcher.pbt.keys: {key} is not a key it can perturb ({', '.join(numeric)})"
+                    )
         if self.pbt and len({cfg.seed for cfg in cfgs}) > 1:
             raise ConfigError(
                 "population-based training needs one seed for the whole population (sweep lr and reg)"
@@ -171,10 +184,12 @@ class Plan:
     def check_memory(self) -> None:
         """Raise ConfigError where a program (or slot pool) cannot fit the memory of its devices."""
         for group in self.groups:
-            memory.check_fits(self.widest(group), members=self.rows_per_device(group))
+            cfg = self.cfgs[group.members[0]]
+            memory.check_fits(cfg, members=self.rows_per_device(group), widths=self.widest(group))
 
-    def widest(self, group: Group) -> Any:
-        return max((self.cfgs[i] for i in group.members), key=lambda c: c.hidden)
+    def widest(self, group: Group) -> dict[str, int]:
+        """The widths `group`'s program pads to: each paddable model key's widest value."""
+        return widest_of([self.cfgs[i] for i in group.members])
 
     def rows_per_device(self, group: Group) -> int:
         """The rows each device holds of `group`'s program: its members (or slots), padded to a
@@ -208,7 +223,7 @@ def plan(
         if pooling and len(indices) > max_batch:
             groups.append(Group(tuple(indices), slots=max_batch))
             continue
-        size = max_batch or devices * memory.members_that_fit(cfgs[indices[-1]])
+        size = max_batch or devices * memory.members_that_fit(cfgs[indices[-1]])  # the widest
         groups += [Group(tuple(chunk)) for chunk in chunks(indices, size)]
     planned = Plan(tuple(cfgs), tuple(groups), pad_widths, devices, search)
     search.check_one_program(len(cfgs), len(groups), pooled=bool(planned.pools))
@@ -225,7 +240,8 @@ def stream_plan(cfgs: list[Any], *, slots: int, search: Search, devices: int = 1
     for cfg in cfgs:
         check_arrival(cfg, search)
     planned = Plan(tuple(cfgs), (Group(tuple(range(len(cfgs))), slots=slots),), True, devices, search)
-    memory.check_fits(planned.widest(planned.groups[0]), members=planned.rows_per_device(planned.groups[0]))
+    group = planned.groups[0]
+    memory.check_fits(cfgs[0], members=planned.rows_per_device(group), widths=planned.widest(group))
     return planned
 
 
@@ -235,13 +251,34 @@ def check_arrival(cfg: Any, search: Search) -> None:
     search.check([cfg])
 
 
+def fuse_key(cfg: Any, *, pad: bool) -> str:
+    """The fuse key of `cfg` (sweeper.config.fuse_key), its model's paddable keys left out where `pad`."""
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    paddable = models.abstract(models.of_config(cfg)).padding.keys if pad else ()
+    return config.fuse_key(cfg_dict, paddable=paddable)
+
+
+def widths_of(cfg: Any) -> dict[str, int]:
+    """The paddable model keys of `cfg` and their values."""
+    return models.widths_of(models.of_config(cfg))
+
+
+def widest_of(cfgs: list[Any]) -> dict[str, int]:
+    """Each paddable model key's widest value among `cfgs`."""
+    widths: dict[str, int] = {}
+    for cfg in cfgs:
+        for key, width in widths_of(cfg).items():
+            widths[key] = max(widths.get(key, 0), width)
+    return widths
+
+
 def _by_fuse_key(cfgs: list[Any], pad: bool) -> list[list[int]]:
-    """Positions of `cfgs` by fuse key, each key's sorted by width (narrowest first)."""
+    """Positions of `cfgs` by fuse key, each key's sorted by widths (narrowest first)."""
     by_key: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfgs):
-        cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        by_key.setdefault(config.fuse_key(cfg_dict, pad_widths=pad), []).append(i)
-    return [sorted(indices, key=lambda i: cfgs[i].hidden) for indices in by_key.values()]
+        by_key.setdefault(fuse_key(cfg, pad=pad), []).append(i)
+    by_width = lambda i: sorted(widths_of(cfgs[i]).items())  # noqa: E731
+    return [sorted(indices, key=lambda i: [w for _, w in by_width(i)]) for indices in by_key.values()]
 
 
 def chunks(items: list, max_size: int) -> list[list]:

@@ -18,7 +18,7 @@ from sweeper.task import data
 from sweeper.train.controllers import ScheduleReplay
 from sweeper.train.devices import Placement
 from sweeper.train.engine import Controller, Engine, Schedule
-from sweeper.train.program import Member, Program, new_member
+from sweeper.train.program import Member, Program, new_member, show_widths
 from sweeper.train.pruning import TrialPruning
 from sweeper.train.run import check_batch_size
 
@@ -82,7 +82,7 @@ class SlotPool:
         controllers: list[Controller],
         clock: Clock,
         on_end: Callable[[Member], None],
-        width: int,
+        widths: dict[str, int],
     ) -> list[Member]:
         """Train until no config waits and every member ended; every member that entered."""
         started, jobs = time.perf_counter(), len(self.waiting)
@@ -93,17 +93,17 @@ class SlotPool:
             stacked=True,
             placement=placement,
             step=0,
-            width=width,
+            widths=widths,
             slots=self.slots,
             pool=self.number,
         )
         spans = f" on {placement.count} devices" if self.program.placement is not None else ""
         log.info(
-            "slot pool %d: %s through %d slots, width %d%s",
+            "slot pool %d: %s through %d slots, widths %s%s",
             self.number,
             f"{jobs} jobs" if self.more is None else "trials",
             self.slots,
-            self.program.width,
+            show_widths(self.program.widths),
             spans,
         )
         controllers = [ScheduleReplay(), *controllers, TrialPruning(first)]

@@ -3,7 +3,8 @@
 A program holds a single run's plain state (`stacked=False`) or the states of a group stacked on a
 leading member axis (`stacked=True`, `jax.vmap` around the same step), on one device or split over
 several; its layout (sweeper.train.layouts) owns what differs between them. Narrower members of a
-stacked group are zero-padded to the widest and their padding is masked out of every update. The engine
+stacked group (along the axes their model marks paddable, sweeper.task.models) are zero-padded to the
+widest and their padding is masked out of every update. The engine
 (sweeper.train.engine) drives both kinds the same way: train to a step, measure, read members out, drop
 the members that ended.
 """
@@ -15,8 +16,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from sweeper import memory
 from sweeper.objective import Objective
-from sweeper.task import model, train_step
+from sweeper.task import models, train_step
 from sweeper.train.devices import Placement
 from sweeper.train.layouts import layout, member_row
 from sweeper.train.layouts import stack as _stack  # noqa: F401  (tests stack host states with it)
@@ -33,7 +35,8 @@ class Program(MemberRows):
 
     Members start together at their common step, or, with `step` given (a slot pool), each at its own:
     the program counts its own steps from `step` and a member's offset turns them into the member's.
-    `width`: the units every member is padded to (default: the widest member's); `slots`: the rows
+    `widths`: the sizes every member's paddable axes are padded to ({model key: size}; default: the
+    widest member's); `slots`: the rows
     the program is sized for, which occupancy counts (default: its members); `pool`: its number as a
     slot pool (sweeper.train.engine refills it). Its members' rows and state: sweeper.train.rows."""
 
@@ -45,15 +48,16 @@ class Program(MemberRows):
         stacked: bool,
         placement: Placement | None = None,
         step: int | None = None,
-        width: int | None = None,
+        widths: dict[str, int] | None = None,
         slots: int | None = None,
         pool: int | None = None,
     ):
         if not stacked and len(members) != 1:
             raise ValueError("an unstacked program trains exactly one member")
         step = members[0].start if step is None else step
-        width = width or max(m.cfg.hidden for m in members)
-        super().__init__(members, splits, layout(stacked, placement), step, width)
+        widths = widths or widest(members)
+        super().__init__(members, splits, layout(stacked, placement), step, widths)
+        self.spec = members[0].spec  # the model, at the widths `_segment` sets
         self.initial_size = len(members)
         self.objective = Objective.of(members[0].cfg)  # what controllers rank its members by
         # Every member shares it (sweeper.config.fuse_key); kept, since a slot pool may empty and refill.
@@ -65,10 +69,13 @@ class Program(MemberRows):
         self._take_initial(members)
 
     def _segment(self) -> Any:
-        """The jitted segment for the program's width (and its graphdef, set here)."""
-        self.graphdef, _ = model.abstract(self.width, self.splits.info.model_shape)
+        """The jitted segment for the program's widths (and its model's graphs, set here)."""
+        self.spec = self.spec.with_keys(**self.widths)
+        model = models.abstract(self.spec)
+        self.graphdef, self.eval_graphdef, self.padding = model.graphdef, model.eval_graphdef, model.padding
+        self.eval_chunk = memory.eval_chunk(self.spec)
         make_optimizer = train_step.optimizer_factory(self.optimizer)
-        return train_step.make_segment(self.graphdef, make_optimizer, self.stacked)
+        return train_step.make_segment(self.graphdef, self.padding, make_optimizer, self.stacked)
 
     def add(self, members: list[Member]) -> None:
         """Members join the program at its current step, each from its own start (a slot pool: they
@@ -78,9 +85,10 @@ class Program(MemberRows):
             return
         host = jax.device_get((self.state.params, self.state.opt_state))
         states = [member_row(host, index) for index in range(len(self.members))]
-        if (wider := max(m.cfg.hidden for m in members)) > self.width:  # padded to the new widest
-            states = [model.resize(state, wider) for state in states]
-            self.width = wider
+        wider = widest([*self.members, *members])
+        if wider != self.widths:  # padded to the new widest
+            states = [self.padding.resize(state, wider) for state in states]
+            self.widths = wider
             self.segments.recompile(self._segment())
         self.members += members
         self._take_initial(members, states)
@@ -113,7 +121,13 @@ class Program(MemberRows):
             self.state.params if self._every(rows) else self.layout.take_measured(self.state.params, rows)
         )
         correct, loss = train_step.members_correct_and_loss(
-            self.graphdef, params, images, labels, self.splits.train.norm, stacked=self.stacked
+            self.eval_graphdef,
+            params,
+            images,
+            labels,
+            self.splits.train.norm,
+            stacked=self.stacked,
+            chunk=self.eval_chunk,
         )
         size = len(self.members) if rows is None else len(rows)
         return {f"{split}_accuracy": correct[:size] / len(labels), f"{split}_loss": loss[:size] / len(labels)}
@@ -152,21 +166,39 @@ class Program(MemberRows):
             for i in range(len(rows))
         ]
 
-    def histogram_tensors(self) -> list[dict[str, np.ndarray]]:
-        """Each member's logits on its next batch and its weights, by TensorBoard tag."""
-        batch_indices = np.stack(
-            [m.order.indices(self.step - m.offset, self.step - m.offset + 1)[0] for m in self.members]
-        )
-        train = self.splits.train
-        logits = train_step.members_logits(
-            self.graphdef,
-            self.state.params,
-            train.images,
-            self.layout.pad(batch_indices),
-            train.norm,
-            stacked=self.stacked,
-        )
-        return [
-            {"logits": logits[j], **train_step.weight_tensors(params)}
-            for j, (params, _) in self.member_states(range(len(self.members)))
-        ]
+
+def histogram_tensors(program: Program) -> list[dict[str, np.ndarray]]:
+    """Each member's logits on its next batch and its weights, by TensorBoard tag."""
+    members, step = program.members, program.step
+    batch_indices = np.stack([m.order.indices(step - m.offset, step - m.offset + 1)[0] for m in members])
+    train = program.splits.train
+    logits = train_step.members_logits(
+        program.eval_graphdef,
+        program.state.params,
+        train.images,
+        program.layout.pad(batch_indices),
+        train.norm,
+        stacked=program.stacked,
+    )
+    return [
+        {"logits": logits[j], **train_step.weight_tensors(params)}
+        for j, (params, _) in program.member_states(range(len(members)))
+    ]
+
+
+def widest(members: list[Member]) -> dict[str, int]:
+    """The widest of `members`' paddable keys, key by key: the widths a program of them pads to."""
+    widths: dict[str, int] = {}
+    for member in members:
+        for key, width in member.widths.items():
+            widths[key] = max(widths.get(key, 0), width)
+    return widths
+
+
+def show_widths(widths: dict[str, int]) -> str:
+    """`width 240` (one paddable key), `widths a=8, b=16` (several), `no paddable axes` (none): for logs."""
+    if len(widths) == 1:
+        return f"width {next(iter(widths.values()))}"
+    return (
+        "widths " + ", ".join(f"{k}={v}" for k, v in sorted(widths.items())) if widths else "no paddable axes"
+    )

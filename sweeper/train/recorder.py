@@ -12,7 +12,7 @@ import numpy as np
 from sweeper.record.run import Clock
 from sweeper.record.views import Ending, Seat, Snapshot, Span, Usage
 from sweeper.status import Status
-from sweeper.train.program import Member, Program
+from sweeper.train.program import Member, Program, histogram_tensors
 
 log = logging.getLogger("sweeper.train.engine")  # the engine's lines, whichever module writes them
 
@@ -45,7 +45,7 @@ class Recorder:
 
     def histograms(self, program: Program, rows: list[int], own: list[int]) -> None:
         """The histograms of the members at `rows` at their own steps `own` (by row), before the step."""
-        tensors = program.histogram_tensors()
+        tensors = histogram_tensors(program)
         for j in rows:
             program.members[j].record.histograms(own[j], tensors[j])
 
@@ -68,7 +68,7 @@ class Recorder:
             val_j = None if val is None else {key: float(values[j]) for key, values in val.items()}
             member.record.log_point(own[j], float(losses[0, j]), float(accuracies[0, j]), val_j)
             if member.history.schedule:
-                member.record.schedule_point(own[j], member.lr, member.reg)
+                member.record.schedule_point(own[j], member.values.as_dict())
         if objective is not None and program.stacked:
             best = program.objective.ranking(objective)[0]
             where = f"step {at}" if len(set(own)) == 1 else f"program step {at}"

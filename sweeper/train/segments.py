@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from sweeper import memory
 from sweeper.train.member import Member
 
 
@@ -16,8 +17,9 @@ class CompiledSegments:
     """A jitted segment compiled ahead of time, once per set of argument shapes (segment length, group
     size), and timed: compile time apart from training time, and when the first step ended."""
 
-    def __init__(self, jitted: Any):
+    def __init__(self, jitted: Any, what: str = "this program"):
         self.jitted, self.programs = jitted, {}
+        self.what = what  # how a memory error names the program
         self.compile_s = self.train_s = 0.0
         self.first_step_done: float | None = None  # time.perf_counter() at the end of the first step
 
@@ -31,7 +33,9 @@ class CompiledSegments:
         # Compiled per shapes and layout: a program over several devices takes its arrays split over them.
         shapes = tuple((np.shape(leaf), getattr(leaf, "sharding", None)) for leaf in jax.tree.leaves(args))
         if shapes not in self.programs:
-            self.programs[shapes] = self.jitted.lower(*args).compile()
+            compiled = self.jitted.lower(*args).compile()
+            memory.check_compiled(compiled, self.what)  # refused before it runs out of memory
+            self.programs[shapes] = compiled
             self.compile_s += time.perf_counter() - started
         state, outputs = self.programs[shapes](*args)
         outputs = jax.device_get(outputs)  # waits for the segment to finish

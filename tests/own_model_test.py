@@ -1,0 +1,281 @@
+"""Your own model: a Flax NNX module outside the package (examples/own_model's ConvNet, with BatchNorm and
+Dropout, and a paddable module written here), through single runs, fused programs, halving, population-based
+training, evaluation from a checkpoint, and each bad input's one line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, compose_config, run_cli
+
+from sweeper import checks, train
+from sweeper.config import ConfigError
+from sweeper.record import checkpoint
+from sweeper.task import data, train_step
+from sweeper.train import fused
+from sweeper.train.controllers import Halving, PopulationBasedTraining
+
+EXAMPLE = ROOT / "examples" / "own_model"
+TOLERANCE = 1e-5
+
+# A module of the user's with a paddable axis (`width`), written into the test's own folder.
+WIDE_MODELS = """
+from flax import nnx
+import jax
+
+
+class Wide(nnx.Module):
+    def __init__(self, width, *, input_shape, num_classes, rngs):
+        size = 1
+        for n in input_shape:
+            size *= n
+        self.inner = nnx.Linear(size, width, rngs=rngs, kernel_metadata={"paddable": (None, "width")},
+                                bias_metadata={"paddable": ("width",)})
+        self.outer = nnx.Linear(width, num_classes, rngs=rngs, kernel_metadata={"paddable": ("width", None)})
+
+    def __call__(self, x):
+        return self.outer(jax.nn.relu(self.inner(x.reshape(x.shape[0], -1))))
+
+
+class Unmarked(Wide):
+    def __init__(self, width, *, input_shape, num_classes, rngs):
+        super().__init__(width, input_shape=input_shape, num_classes=num_classes, rngs=rngs)
+        self.inner.bias = nnx.Param(self.inner.bias[...])  # resized by `width`, not marked
+
+
+class ThreeOutputs(nnx.Module):
+    def __init__(self, *, input_shape, num_classes, rngs):
+        self.out = nnx.Linear(input_shape[-1], 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(x.reshape(x.shape[0], -1, x.shape[-1]).mean(axis=1))
+"""
+
+
+@pytest.fixture
+def user_folder(tmp_path, monkeypatch) -> Path:
+    """The user's folder: tiny 8x8 colour images of 4 classes in an .npz, their models importable."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        labels = rng.integers(0, 4, n)
+        colours = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200], [200, 200, 60]])
+        images = colours[labels][:, None, None, :] + rng.normal(0, 70, (n, 8, 8, 3))
+        return np.clip(images, 0, 255).astype(np.uint8), labels
+
+    (x_train, y_train), (x_test, y_test) = split(300), split(100)
+    np.savez(tmp_path / "tiny.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    (tmp_path / "wide_models.py").write_text(textwrap.dedent(WIDE_MODELS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    return tmp_path
+
+
+def cnn(folder: Path, *overrides: str):
+    """The example's ConvNet on the tiny data: a few seconds a run."""
+    return compose_config(
+        f"hydra.searchpath=[file://{EXAMPLE / 'my_conf'}]",
+        "model=convnet",
+        "model.channels=4",
+        "data=npz",
+        f"data.path={folder / 'tiny.npz'}",
+        "data.val_size=60",
+        "data.preprocess=standardize",
+        "optimizer=momentum",
+        "lr=0.05",
+        "reg=0.0001",
+        "batch_size=20",
+        "max_steps=60",
+        "log_every=20",
+        "checkpoint_every=60",
+        "histograms=false",
+        *overrides,
+    )
+
+
+GRID = [(f"model.channels={c}", f"optimizer.momentum={m}") for c in (4, 8) for m in (0.8, 0.9)]
+
+
+def test_fused_over_a_shape_key_and_an_optimizer_key_equals_each_run_alone(user_folder):
+    cfgs = [cnn(user_folder, *o) for o in GRID]
+    got = fused.train_group(cfgs, [user_folder / "fused" / str(i) for i in range(4)], widths="group")
+    for i, cfg in enumerate(cfgs):
+        alone = train.train_and_evaluate(cfg, user_folder / "alone" / str(i))
+        for key in ("train_accuracy", "val_accuracy", "test_accuracy", "val_loss"):
+            assert got[i][key] == pytest.approx(alone[key], abs=TOLERANCE), (GRID[i], key)
+    assert got[0]["val_accuracy"] > 0.4  # it learns (4 classes: chance is 0.25)
+    assert len({round(m["val_loss"], 6) for m in got}) == 4  # and every config trained its own way
+
+
+def test_a_paddable_module_shares_one_program_and_pads_exactly(user_folder):
+    cfgs = [user_model(user_folder, "Wide", f"+model.width={w}", f"lr={lr}") for w, lr in WIDE_GRID]
+    planned = fused.plan(cfgs, pad_widths=True, max_batch=None)
+    assert len(planned.groups) == 1 and planned.widest(planned.groups[0]) == {"width": 16}
+    got = fused.train_group(cfgs, [user_folder / "padded" / str(i) for i in range(3)], widths="pad")
+    for i, cfg in enumerate(cfgs):
+        alone = train.train_and_evaluate(cfg, user_folder / "alone" / str(i))
+        assert got[i]["val_accuracy"] == pytest.approx(alone["val_accuracy"], abs=TOLERANCE)
+        assert got[i]["loss"] == pytest.approx(alone["loss"], rel=1e-4)
+    narrow = checkpoint.load(user_folder / "padded" / "0" / "checkpoints" / "step_60.pkl")
+    assert narrow["params"]["inner"]["kernel"].shape == (192, 8)  # saved at its own width
+
+
+WIDE_GRID = ((8, "0.02"), (16, "0.02"), (16, "0.05"))
+
+
+def user_model(folder: Path, name: str, *overrides: str):
+    """`cnn` with another module of wide_models in place of the ConvNet."""
+    return cnn(folder, f"model._target_=wide_models.{name}", "~model.channels", "~model.dropout", *overrides)
+
+
+def val_at(workdir: Path, step: int) -> float:
+    """A member's val accuracy at `step`, from its checkpoint alone (its model rebuilt from the file)."""
+    payload = checkpoint.load(workdir / "checkpoints" / f"step_{step}.pkl")
+    model, params = train.restore_model(payload, workdir)
+    dataset = data.load(checkpoint_data_cfg(payload))
+    norm = (payload["mean_image"], payload["scale"])
+    return train_step.accuracy(model.eval_graphdef, params, dataset.val_images, dataset.val_labels, norm)
+
+
+def checkpoint_data_cfg(payload: dict):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(payload["config"]["data"])
+
+
+def test_halving_keeps_the_members_best_at_each_rung(user_folder):
+    lrs = ("0.005", "0.02", "0.05", "0.1")
+    workdirs = [user_folder / f"lr={lr}" for lr in lrs]
+    got = fused.train_group(
+        [cnn(user_folder, f"lr={lr}") for lr in lrs], workdirs, halving=Halving((20, 40), 0.5)
+    )
+    assert sorted(m["steps"] for m in got) == [20, 20, 40, 60]
+    pruned = [d for d, m in zip(workdirs, got, strict=True) if m["steps"] == 20]
+    kept = [d for d, m in zip(workdirs, got, strict=True) if m["steps"] > 20]
+    assert min(val_at(d, 20) for d in kept) >= max(val_at(d, 20) for d in pruned)
+
+
+def test_pbt_perturbs_an_optimizer_key_and_its_best_member_replays_as_one_run(user_folder):
+    lrs = ("0.005", "0.02", "0.05", "0.1")
+    cfgs = [cnn(user_folder, f"lr={lr}") for lr in lrs]
+    keys = ("lr", "optimizer.momentum")
+    pbt = PopulationBasedTraining(interval=20, quantile=0.25, factors=(0.8, 1.1), seed=0, keys=keys)
+    got = fused.train_group(cfgs, [user_folder / f"m{i}" for i in range(4)], pbt=pbt)
+    copied = [m for m in got if m["lineage"]]
+    assert copied, "no member copied another"
+    changes = [c for m in copied for c in m["schedule"][1:]]
+    assert {c["optimizer"]["momentum"] for c in changes} - {0.9}, "momentum never perturbed"
+    best = max(range(4), key=lambda i: got[i]["val_accuracy"])
+    schedule = got[best]["schedule"]
+    first = schedule[0]
+    entries = [
+        f"{{step:{c['step']},lr:{c['lr']!r},reg:{c['reg']!r},optimizer:{{momentum:{c['optimizer']['momentum']!r}}}}}"
+        for c in schedule[1:]
+    ]
+    replay_cfg = cnn(
+        user_folder,
+        f"lr={first['lr']!r}",
+        f"optimizer.momentum={first['optimizer']['momentum']!r}",
+        f"schedule=[{','.join(entries)}]",
+    )
+    replay = train.train_and_evaluate(replay_cfg, user_folder / "replay")
+    for key in ("val_accuracy", "test_accuracy"):
+        assert replay[key] == pytest.approx(got[best][key], abs=TOLERANCE), key
+    assert replay["schedule"] == schedule
+
+
+def test_eval_rebuilds_the_model_from_the_checkpoint_and_reproduces_test_accuracy(user_folder):
+    metrics = train.train_and_evaluate(cnn(user_folder), user_folder / "run")
+    default = compose_config("mode=eval", f"checkpoint={user_folder / 'run'}")  # the MLP, CIFAR-10 by default
+    evaluated = train.evaluate_checkpoint(default, user_folder / "run")
+    assert evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=TOLERANCE)
+    assert evaluated["channels"] == 4 and evaluated["step"] == 60
+    payload = checkpoint.load(checkpoint.latest(user_folder / "run" / "checkpoints"))
+    assert payload["model"]["config"]["_target_"] == "my_models.ConvNet"
+    assert payload["model"]["input_shape"] == [8, 8, 3] and payload["model"]["num_classes"] == 4
+    assert "mean" in payload["params"]["norm1"]  # BatchNorm's running statistics are kept
+
+
+def test_graph_histograms_and_resume_of_a_cnn(user_folder):
+    from graph_test import graph_of
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = user_folder / "run"
+    train.train_and_evaluate(cnn(user_folder, "max_steps=40", "histograms=true", "checkpoint_every=20"), run)
+    graph = graph_of(run)
+    scopes = {name.split("/", 1)[0] for name in graph}
+    assert {"block1", "block2", "head", "loss", "optimizer", "gradients"} <= scopes  # the module's own scopes
+    assert graph["conv1/kernel"][::2] == ("Parameter", [[3, 3, 3, 4]])
+    events = EventAccumulator(str(run), size_guidance={"histograms": 0})
+    events.Reload()
+    tags = set(events.Tags()["histograms"])
+    assert {f"tensors/{t}" for t in ("weights/conv1/kernel", "weights/norm1/mean", "logits")} <= tags
+    # Resumed from step 20 to 60, it ends where a straight run to 60 does (BatchNorm and Dropout state too).
+    resumed = train.train_and_evaluate(cnn(user_folder, "resume=true"), run)
+    straight = train.train_and_evaluate(cnn(user_folder), user_folder / "straight")
+    for key in ("loss", "val_accuracy", "test_accuracy", "val_loss"):
+        assert resumed[key] == pytest.approx(straight[key], abs=TOLERANCE), key
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ("model._target_=nowhere.Model",),
+            r"model._target_ 'nowhere.Model' cannot be imported .*PYTHONPATH",
+        ),
+        (("model._target_=collections.OrderedDict",), r"is not a flax.nnx.Module class"),
+        (("+model.colours=3",), r"model: ConvNet\(.*colours=3.*\) was refused: .*colours"),
+        (("+model.num_classes=5",), r"model.num_classes is a reserved name"),
+        (("hidden=64",), r"hidden sets the width of model=mlp"),
+        (("ThreeOutputs",), r"returns \(2, 3\) .*\(N, num_classes\) = \(2, 4\)"),
+        (("Unmarked", "+model.width=8"), r"inner.bias changes with model.width along axis 0"),
+    ],
+)
+def test_each_bad_model_is_refused_in_one_line_before_anything_trains(user_folder, overrides, message):
+    own = overrides[0][:1].isupper()  # a module of wide_models
+    cfg = user_model(user_folder, *overrides) if own else cnn(user_folder, *overrides)
+    with pytest.raises(ConfigError, match=message) as error:
+        checks.validate(cfg)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_the_example_runs_as_its_readme_says(tmp_path):
+    """examples/own_model: its data, a single run, a fused sweep over a shape key and an optimizer key."""
+    made = run_cli(
+        "make_data.py", "--train", "400", "--test", "100", "--out", str(tmp_path / "shapes.npz"), cwd=EXAMPLE
+    )
+    assert made.returncode == 0, made.stderr
+    common = ["--config-dir", "my_conf", "+experiment=convnet", f"data.path={tmp_path / 'shapes.npz'}"]
+    common += ["data.val_size=100", "max_steps=40", "log_every=20", "checkpoint_every=40"]
+    env = {"PYTHONPATH": "."}
+    single = run_cli(str(ROOT / "run.py"), *common, f"hydra.run.dir={tmp_path / 'run'}", cwd=EXAMPLE, env=env)
+    assert single.returncode == 0, single.stderr
+    assert "test accuracy" in single.stdout + single.stderr
+    sweep = run_cli(
+        str(ROOT / "run.py"),
+        "-m",
+        *common,
+        "model.channels=4,8",
+        "optimizer.momentum=0.8,0.9",
+        "hydra/launcher=fused",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=EXAMPLE,
+        env=env,
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "metrics.json").exists())
+    assert jobs == [f"model.channels={c},optimizer.momentum={m}" for c in (4, 8) for m in (0.8, 0.9)]
+    bad = run_cli(
+        str(ROOT / "run.py"),
+        "--config-dir",
+        "my_conf",
+        "model=convnet",
+        "model._target_=nowhere.Net",
+        cwd=EXAMPLE,
+    )
+    assert bad.returncode == 2 and "PYTHONPATH" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
