@@ -11,7 +11,7 @@ comma := ,
 SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),'seed=range(0$(comma)$(SEEDS))')
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test test-all bench bench-devices bench-slurm bench-pool bench-quick lint format tensorboard clean
+.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test test-all bench bench-devices bench-slurm bench-pool bench-model bench-quick lint format tensorboard clean
 
 help:  ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ bench-slurm:  ## the 8-config fused grid in the sweep's process and as 2 SLURM j
 
 bench-pool:  ## the article's space on CIFAR-10 five ways: grid, Optuna one at a time, through slot pools of 4 and 8, ASHA in pools (DATA=<CIFAR-10>) -> benchmarks/RESULTS-pool.md
 	$(PYTHON) benchmarks/pool.py --data-root $(DATA) $(ARGS)
+
+bench-model:  ## your own model: the example CNN's 8-config grid, basic launcher vs fused, on its generated data -> own-model section of benchmarks/RESULTS.md
+	$(PYTHON) benchmarks/own_model.py $(ARGS)
 
 bench-quick:  ## the benchmark harness in under a minute (nothing written)
 	$(PYTHON) benchmarks/bench.py --quick $(ARGS)

@@ -259,8 +259,22 @@ def publish(report: str | list[str], out: Path | None) -> None:
     """Print a report (a text, or its lines) and write it to `out` where given."""
     text = report if isinstance(report, str) else "\n".join(report) + "\n"
     if out:
-        out.write_text(text)
+        out.write_text(text + _own_model_section(out))
     print(text)
+
+
+# benchmarks/own_model.py's section of RESULTS.md, between these lines: a rewrite of the file keeps it.
+OWN_MODEL_BEGIN = "<!-- own-model: written by benchmarks/own_model.py -->"
+OWN_MODEL_END = "<!-- /own-model -->"
+
+
+def _own_model_section(path: Path) -> str:
+    """The own-model section of the file at `path`, markers included, to append to its new text, or ""."""
+    old = path.read_text() if path.is_file() else ""
+    start, stop = old.find(OWN_MODEL_BEGIN), old.find(OWN_MODEL_END)
+    if start == -1 or stop < start:
+        return ""
+    return "\n" + old[start : stop + len(OWN_MODEL_END)] + "\n"
 
 
 def _importable(module: str) -> bool:

@@ -237,7 +237,8 @@ def hyperparameters(cfg_dict: dict) -> dict[str, Any]:
                 flat[f"{prefix}{key}"] = value.value if isinstance(value, enum.Enum) else value
 
     walk(cfg_dict, "")
-    return flat
+    # A model key that only repeats a top-level key (the MLP's `model.hidden: ${hidden}`) is shown once.
+    return {k: v for k, v in flat.items() if not (k.startswith("model.") and flat.get(k[6:], ...) == v)}
 
 
 def override_key(override: str) -> str:

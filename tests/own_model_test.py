@@ -4,12 +4,14 @@ training, evaluation from a checkpoint, and each bad input's one line."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, compose_config, run_cli
+from conftest import ROOT, compose_config, job_metrics, run_cli
 
 from sweeper import checks, train
 from sweeper.config import ConfigError
@@ -55,9 +57,8 @@ class ThreeOutputs(nnx.Module):
 """
 
 
-@pytest.fixture
-def user_folder(tmp_path, monkeypatch) -> Path:
-    """The user's folder: tiny 8x8 colour images of 4 classes in an .npz, their models importable."""
+def write_tiny(path: Path) -> Path:
+    """Tiny 8x8 colour images of 4 classes (a colour each, plus noise) in an .npz: 300 train, 100 test."""
     rng = np.random.default_rng(0)
 
     def split(n):
@@ -67,7 +68,14 @@ def user_folder(tmp_path, monkeypatch) -> Path:
         return np.clip(images, 0, 255).astype(np.uint8), labels
 
     (x_train, y_train), (x_test, y_test) = split(300), split(100)
-    np.savez(tmp_path / "tiny.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture
+def user_folder(tmp_path, monkeypatch) -> Path:
+    """The user's folder: the tiny .npz, their models importable."""
+    write_tiny(tmp_path / "tiny.npz")
     (tmp_path / "wide_models.py").write_text(textwrap.dedent(WIDE_MODELS))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend(str(EXAMPLE))
@@ -96,18 +104,20 @@ def cnn(folder: Path, *overrides: str):
     )
 
 
-GRID = [(f"model.channels={c}", f"optimizer.momentum={m}") for c in (4, 8) for m in (0.8, 0.9)]
+# A shape key (two programs) and an optimizer key (two members of one program).
+GRID = [("model.channels=4", "optimizer.momentum=0.8"), ("model.channels=4", "optimizer.momentum=0.9")]
+GRID += [("model.channels=8", "optimizer.momentum=0.9")]
 
 
 def test_fused_over_a_shape_key_and_an_optimizer_key_equals_each_run_alone(user_folder):
     cfgs = [cnn(user_folder, *o) for o in GRID]
-    got = fused.train_group(cfgs, [user_folder / "fused" / str(i) for i in range(4)], widths="group")
+    got = fused.train_group(cfgs, [user_folder / "fused" / str(i) for i in range(len(GRID))], widths="group")
     for i, cfg in enumerate(cfgs):
         alone = train.train_and_evaluate(cfg, user_folder / "alone" / str(i))
         for key in ("train_accuracy", "val_accuracy", "test_accuracy", "val_loss"):
             assert got[i][key] == pytest.approx(alone[key], abs=TOLERANCE), (GRID[i], key)
     assert got[0]["val_accuracy"] > 0.4  # it learns (4 classes: chance is 0.25)
-    assert len({round(m["val_loss"], 6) for m in got}) == 4  # and every config trained its own way
+    assert len({round(m["val_loss"], 6) for m in got}) == len(GRID)  # every config trained its own way
 
 
 def test_a_paddable_module_shares_one_program_and_pads_exactly(user_folder):
@@ -161,11 +171,24 @@ def test_halving_keeps_the_members_best_at_each_rung(user_folder):
 def test_pbt_perturbs_an_optimizer_key_and_its_best_member_replays_as_one_run(user_folder):
     lrs = ("0.005", "0.02", "0.05", "0.1")
     cfgs = [cnn(user_folder, f"lr={lr}") for lr in lrs]
-    keys = ("lr", "optimizer.momentum")
-    pbt = PopulationBasedTraining(interval=20, quantile=0.25, factors=(0.8, 1.1), seed=0, keys=keys)
+    perturb = ("lr", "optimizer.momentum")
+    pbt = PopulationBasedTraining(interval=20, quantile=0.25, factors=(0.8, 1.1), seed=0, perturb=perturb)
     got = fused.train_group(cfgs, [user_folder / f"m{i}" for i in range(4)], pbt=pbt)
     copied = [m for m in got if m["lineage"]]
     assert copied, "no member copied another"
+    # Up to the first exploit the population trained as a plain group: that group's val accuracy at step 20
+    # ranks the members as PBT saw them; the worst copied the best.
+    before = fused.train_group(
+        [cnn(user_folder, f"lr={lr}", "max_steps=20") for lr in lrs],
+        [user_folder / f"b{i}" for i in range(4)],
+    )
+    at_20 = {f"m{i}": m["val_accuracy"] for i, m in enumerate(before)}
+    # A member's last lineage entry is its own latest copy (the earlier ones came with its source).
+    own = [(f"m{i}", m["lineage"][-1]) for i, m in enumerate(got) if m["lineage"]]
+    first = [(name, copy) for name, copy in own if copy["step"] == 20]
+    assert first, "no copy at the first exploit"
+    for name, copy in first:
+        assert at_20[name] == min(at_20.values()) and at_20[copy["from"]] == max(at_20.values())
     changes = [c for m in copied for c in m["schedule"][1:]]
     assert {c["optimizer"]["momentum"] for c in changes} - {0.9}, "momentum never perturbed"
     best = max(range(4), key=lambda i: got[i]["val_accuracy"])
@@ -246,18 +269,18 @@ def test_each_bad_model_is_refused_in_one_line_before_anything_trains(user_folde
 @pytest.mark.slow
 def test_the_example_runs_as_its_readme_says(tmp_path):
     """examples/own_model: its data, a single run, a fused sweep over a shape key and an optimizer key."""
-    made = run_cli(
-        "make_data.py", "--train", "400", "--test", "100", "--out", str(tmp_path / "shapes.npz"), cwd=EXAMPLE
+    data = ["--train", "400", "--test", "100", "--out", str(tmp_path / "shapes.npz")]
+    made = subprocess.run(
+        [sys.executable, "make_data.py", *data], cwd=EXAMPLE, capture_output=True, text=True
     )
     assert made.returncode == 0, made.stderr
     common = ["--config-dir", "my_conf", "+experiment=convnet", f"data.path={tmp_path / 'shapes.npz'}"]
     common += ["data.val_size=100", "max_steps=40", "log_every=20", "checkpoint_every=40"]
     env = {"PYTHONPATH": "."}
-    single = run_cli(str(ROOT / "run.py"), *common, f"hydra.run.dir={tmp_path / 'run'}", cwd=EXAMPLE, env=env)
+    single = run_cli(*common, f"hydra.run.dir={tmp_path / 'run'}", cwd=EXAMPLE, env=env)
     assert single.returncode == 0, single.stderr
     assert "test accuracy" in single.stdout + single.stderr
     sweep = run_cli(
-        str(ROOT / "run.py"),
         "-m",
         *common,
         "model.channels=4,8",
@@ -270,12 +293,46 @@ def test_the_example_runs_as_its_readme_says(tmp_path):
     assert sweep.returncode == 0, sweep.stderr
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "metrics.json").exists())
     assert jobs == [f"model.channels={c},optimizer.momentum={m}" for c in (4, 8) for m in (0.8, 0.9)]
-    bad = run_cli(
-        str(ROOT / "run.py"),
-        "--config-dir",
-        "my_conf",
-        "model=convnet",
-        "model._target_=nowhere.Net",
-        cwd=EXAMPLE,
-    )
+    assert "fused with 2 jobs in one program" in (tmp_path / "sweep" / jobs[0] / "run.log").read_text()
+    bad = run_cli("--config-dir", "my_conf", "model=convnet", "model._target_=nowhere.Net", cwd=EXAMPLE)
     assert bad.returncode == 2 and "PYTHONPATH" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_an_optuna_study_searches_your_models_keys_through_the_fused_pool(tmp_path):
+    import optuna
+
+    from sweeper.trial import storage
+
+    write_tiny(tmp_path / "tiny.npz")
+    args = ["-m", "--config-dir", str(EXAMPLE / "my_conf"), "model=convnet", "data=npz", "data.path=tiny.npz"]
+    args += ["data.val_size=60", "batch_size=20", "max_steps=40", "log_every=20", "histograms=false"]
+    args += ["hydra/sweeper=sweeper_optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    args += ["hydra/launcher=fused", "model.channels=choice(4,8)", "lr=tag(log,interval(0.01,0.1))"]
+    result = run_cli(
+        *args, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, env={"PYTHONPATH": str(EXAMPLE)}
+    )
+    assert result.returncode == 0, result.stderr
+    journal = storage(str(tmp_path / "sweep" / "optuna.journal"))
+    (name,) = optuna.get_all_study_names(journal)
+    study = optuna.load_study(study_name=name, storage=journal)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert {t.params["model.channels"] for t in study.trials} <= {4, 8}
+    values = sorted(t.value for t in study.trials)
+    assert values == sorted(m["val_accuracy"] for m in job_metrics(tmp_path / "sweep").values())
+
+
+def test_pbt_refuses_to_perturb_a_key_that_is_not_dynamic(user_folder):
+    pbt = PopulationBasedTraining(
+        interval=20, quantile=0.25, factors=(0.8,), seed=0, perturb=("optimizer.nesterov",)
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"pbt.perturb: optimizer.nesterov is not a key it can perturb \(lr, reg, optimizer.momentum\)",
+    ):
+        fused.plan(
+            [cnn(user_folder), cnn(user_folder, "lr=0.01")],
+            pad_widths=False,
+            max_batch=None,
+            search=fused.Search(None, pbt),
+        )

@@ -338,6 +338,26 @@ def test_a_fused_slurm_sweep_on_your_own_npz_finds_it_by_its_relative_path(slurm
         assert results(got[name]) == results(expected[name]), name
 
 
+def test_a_fused_slurm_sweep_of_your_own_model_gives_the_local_fused_launchers_results(slurm, tmp_path):
+    from own_model_test import EXAMPLE, write_tiny
+
+    write_tiny(tmp_path / "tiny.npz")  # the example's ConvNet (BatchNorm, Dropout), its module on PYTHONPATH
+    args = ["-m", "--config-dir", str(EXAMPLE / "my_conf"), "model=convnet", "data=npz", "data.path=tiny.npz"]
+    args += ["data.val_size=60", "batch_size=20", "max_steps=40", "histograms=false", "optimizer=momentum"]
+    args += ["model.channels=4,8", "optimizer.momentum=0.8,0.9", "lr=0.05"]
+    env = {"PYTHONPATH": str(EXAMPLE)}
+    local = run_cli(
+        *args, "hydra/launcher=fused", f"hydra.sweep.dir={tmp_path / 'local'}", cwd=tmp_path, env=env
+    )
+    assert local.returncode == 0, local.stderr
+    on_slurm = run_cli(*args, *ON_FUSED_SLURM, f"hydra.sweep.dir={tmp_path / 'slurm'}", cwd=tmp_path, env=env)
+    assert on_slurm.returncode == 0, on_slurm.stderr
+    expected, got = job_metrics(tmp_path / "local"), job_metrics(tmp_path / "slurm")
+    assert len(got) == 4 and got.keys() == expected.keys()
+    for name in expected:
+        assert results(got[name]) == results(expected[name]), name
+
+
 def test_a_slurm_job_trains_its_configs_as_a_slot_pool_as_the_local_launcher_does(slurm, tmp_path):
     args = ["-m", *SWEEP, "hidden=16", "lr=0.001,0.002,100", "reg=0.1,1.0", "hydra.launcher.max_batch=2"]
     local = run_cli(*args, "hydra/launcher=fused", f"hydra.sweep.dir={tmp_path / 'local'}")

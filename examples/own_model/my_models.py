@@ -27,9 +27,11 @@ class ConvNet(nnx.Module):
     ):
         colours = input_shape[-1]
         self.conv1 = nnx.Conv(colours, channels, (3, 3), rngs=rngs)
-        self.norm1 = nnx.BatchNorm(channels, rngs=rngs)
+        self.norm1 = nnx.BatchNorm(
+            channels, momentum=0.9, rngs=rngs
+        )  # running averages settle within a short run
         self.conv2 = nnx.Conv(channels, 2 * channels, (3, 3), rngs=rngs)
-        self.norm2 = nnx.BatchNorm(2 * channels, rngs=rngs)
+        self.norm2 = nnx.BatchNorm(2 * channels, momentum=0.9, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.head = nnx.Linear(2 * channels, num_classes, rngs=rngs)
 

@@ -18,7 +18,7 @@ class PopulationBasedTrainingConf:
     quantile: float = 0.25  # the fraction that copies, and the fraction copied from
     factors: list[float] = field(default_factory=lambda: [0.8, 1.25])  # each key's perturbation
     # What it perturbs: lr, reg and numeric optimizer keys (optimizer.momentum, optimizer.b1, ...).
-    keys: list[str] = field(default_factory=lambda: ["lr", "reg"])
+    perturb: list[str] = field(default_factory=lambda: ["lr", "reg"])
 
 
 @dataclass

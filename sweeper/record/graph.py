@@ -102,13 +102,7 @@ def _names(tree: dict[str, Any], role: str) -> list[str]:
 
 def _keys(path: tuple) -> list[str]:
     """A pytree path as plain names: `params['layer1']['kernel']` -> layer1, kernel."""
-    names = []
-    for entry in path:
-        for attribute in ("key", "name", "idx"):
-            if hasattr(entry, attribute):
-                names.append(str(getattr(entry, attribute)))
-                break
-    return names[:-1] if names[-1:] == ["value"] else names  # nnx.Param's own `.value`
+    return list(models.path_names(path))
 
 
 def to_graph_def(closed: jax_core.ClosedJaxpr, input_names: list[str], output_names: list[str]) -> GraphDef:

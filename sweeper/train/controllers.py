@@ -181,7 +181,7 @@ class PopulationBasedTraining(Controller):
     quantile: float
     factors: tuple[float, ...]
     seed: int
-    keys: tuple[str, ...] = ("lr", "reg")  # what it perturbs: lr, reg, optimizer.<numeric key>
+    perturb: tuple[str, ...] = ("lr", "reg")  # what it perturbs: lr, reg, optimizer.<numeric key>
     lockstep = True
     one_program = True
 
@@ -235,7 +235,7 @@ class PopulationBasedTraining(Controller):
         histories, notes = [], []
         for target, source in zip(targets, copies, strict=True):
             src = program.members[source]
-            values = src.values.scaled({key: float(rng.choice(self.factors)) for key in self.keys})
+            values = src.values.scaled({key: float(rng.choice(self.factors)) for key in self.perturb})
             histories.append(src.history.copied(step, values, src.name, reason))
             shown = " ".join(f"{key} {value:.6g}" for key, value in values.as_dict().items())
             notes.append(

@@ -64,8 +64,8 @@ class Search:
         if settings.pbt.interval:
             p = settings.pbt
             factors = tuple(float(f) for f in p.factors)
-            keys = tuple(str(k) for k in p.get("keys", ("lr", "reg")))
-            pbt = PopulationBasedTraining(p.interval, p.quantile, factors, cfg.seed, keys)
+            perturb = tuple(str(k) for k in p.perturb)
+            pbt = PopulationBasedTraining(p.interval, p.quantile, factors, cfg.seed, perturb)
         return cls(halving, pbt)
 
     @property
@@ -97,10 +97,11 @@ class Search:
                 "reg",
                 *(f"optimizer.{k}" for k in config.optimizer_numeric_keys(cfgs[0].optimizer)),
             )
-            for key in self.pbt.keys:
+            for key in self.pbt.perturb:
                 if key not in numeric:
                     raise ConfigError(
-                        f"hydra.launcher.pbt.keys: {key} is not a key it can perturb ({', '.join(numeric)})"
+                        f"hydra.launcher.pbt.perturb: {key} is not a key it can perturb "
+                        f"({', '.join(numeric)})"
                     )
         if self.pbt and len({cfg.seed for cfg in cfgs}) > 1:
             raise ConfigError(

@@ -99,7 +99,7 @@ class SlotPool:
         )
         spans = f" on {placement.count} devices" if self.program.placement is not None else ""
         log.info(
-            "slot pool %d: %s through %d slots, widths %s%s",
+            "slot pool %d: %s through %d slots, %s%s",
             self.number,
             f"{jobs} jobs" if self.more is None else "trials",
             self.slots,
