@@ -60,6 +60,7 @@ def test_plugins_leave_another_hydra_app_untouched(tmp_path):
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_without_optuna_the_app_starts_without_warnings(tmp_path):
     """A core install has no Optuna: sweeper's Optuna plugin must then stay silent."""
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['optuna'] = None  # not installed\n")

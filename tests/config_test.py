@@ -89,6 +89,7 @@ def test_wrong_types_and_unknown_keys_are_refused_by_the_schema():
         (["mode=eval"], "checkpoint must be"),
     ],
 )
+@pytest.mark.slow
 def test_cli_reports_bad_input_in_one_line(tmp_path, args, needle):
     result = run_cli(*args, f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2, result.stderr
@@ -97,6 +98,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, args, needle):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_cli_help_lists_keys_and_groups():
     result = run_cli("--help")
     assert result.returncode == 0
@@ -115,6 +117,7 @@ def test_cli_help_lists_keys_and_groups():
         assert needle in result.stdout
 
 
+@pytest.mark.slow
 def test_offline_without_data_is_one_line_naming_where_to_put_it(tmp_path):
     env_root = tmp_path / "cache"
     result = run_cli(

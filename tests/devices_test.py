@@ -44,6 +44,7 @@ def one_device(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_a_grid_on_4_devices_gives_every_member_its_one_device_metrics(tmp_path, one_device):
     train("grid", 4, tmp_path / "grid")
     assert_same_runs(tmp_path / "grid", one_device, 200)
@@ -76,6 +77,7 @@ def test_a_slot_pool_on_4_devices_refills_as_on_one(tmp_path):
             assert_same_run(got, expected, tmp_path / "4" / str(i), tmp_path / "1" / str(i), 200)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first, then", [(4, 1), pytest.param(1, 4, marks=pytest.mark.slow)])
 def test_a_checkpoint_resumes_on_another_number_of_devices(tmp_path, one_device, first, then):
     train("grid", first, tmp_path / "grid")
@@ -87,6 +89,7 @@ def test_a_checkpoint_resumes_on_another_number_of_devices(tmp_path, one_device,
     assert_same_runs(tmp_path / "grid", one_device, 200)
 
 
+@pytest.mark.slow
 def test_more_devices_than_the_machine_has_is_a_one_line_error(tmp_path):
     args = ["-m", "hydra/launcher=fused", "data=synthetic", "hidden=16,32", "hydra.launcher.devices=5"]
     result = run_cli(*args, f"hydra.sweep.dir={tmp_path / 's'}", env=FORCE_4)

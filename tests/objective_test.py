@@ -146,6 +146,7 @@ def test_pbt_under_min_val_loss_copies_the_lowest_loss_into_the_highest(tmp_path
     assert target == int(np.argmax(at_50)) and entry["from"] == f"m{int(np.argmin(at_50))}", at_50
 
 
+@pytest.mark.slow
 def test_a_sweep_ranks_by_min_val_loss_prints_its_best_command_and_ranks_a_diverged_run_last(tmp_path):
     args = ["-m", *FAST, *MIN_LOSS, "lr=0.0003,0.001,0.003,1000", f"hydra.sweep.dir={tmp_path}"]
     result = run_cli(*args)
@@ -200,6 +201,7 @@ def test_an_optuna_study_under_min_minimises_and_a_contradicting_direction_is_re
         (["objective.metric=test_loss", "lr=0.001,0.003"], "objective.metric=test_loss is refused"),
     ],
 )
+@pytest.mark.slow
 def test_a_sweep_its_objective_cannot_rank_is_refused_before_it_launches(tmp_path, overrides, message):
     result = run_cli("-m", *FAST, *overrides, f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 2, result.stderr

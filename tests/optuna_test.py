@@ -247,6 +247,7 @@ PRUNING = [
     ],
     ids=["basic", "joblib", "submitit_local"],
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["prune", "raise_pruned"])
 def test_another_app_prunes_through_sweeper_trial_report(tmp_path, launcher, objective):
     result = sweep(
@@ -311,6 +312,7 @@ def test_bad_settings_end_in_one_line_before_anything_is_written(tmp_path, overr
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_the_pruning_example_in_the_docs_is_the_file_that_runs_and_prunes(tmp_path):
     root = Path(__file__).parents[1]
     example = root / "examples" / "pruning"

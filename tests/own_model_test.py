@@ -111,7 +111,8 @@ GRID += [("model.channels=8", "optimizer.momentum=0.9")]
 
 def test_fused_over_a_shape_key_and_an_optimizer_key_equals_each_run_alone(user_folder):
     cfgs = [cnn(user_folder, *o) for o in GRID]
-    got = fused.train_group(cfgs, [user_folder / "fused" / str(i) for i in range(len(GRID))], widths="group")
+    workdirs = [user_folder / "fused" / str(i) for i in range(len(GRID))]
+    got = fused.train_group(cfgs, workdirs, widths="group", max_batch=4)  # fused, as on an accelerator
     for i, cfg in enumerate(cfgs):
         alone = train.train_and_evaluate(cfg, user_folder / "alone" / str(i))
         for key in ("train_accuracy", "val_accuracy", "test_accuracy", "val_loss"):
@@ -286,6 +287,7 @@ def test_the_example_runs_as_its_readme_says(tmp_path):
         "model.channels=4,8",
         "optimizer.momentum=0.8,0.9",
         "hydra/launcher=fused",
+        "hydra.launcher.max_batch=4",  # a CPU trains a convolutional model one config at a time, unless told
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         cwd=EXAMPLE,
         env=env,
@@ -336,3 +338,60 @@ def test_pbt_refuses_to_perturb_a_key_that_is_not_dynamic(user_folder):
             max_batch=None,
             search=fused.Search(None, pbt),
         )
+
+
+def test_a_segment_stepped_from_python_equals_the_scanned_one(user_folder):
+    """On a CPU a convolutional model's segment runs as a loop over one jitted step (it is far faster
+    there): it computes what the scanned segment does."""
+    import jax
+    import jax.numpy as jnp
+
+    from sweeper.task import models
+
+    cfg = cnn(user_folder)
+    info = data.describe(cfg.data)
+    spec = models.of_config(cfg, info)
+    model = models.abstract(spec)
+    assert (
+        model.convolutional
+        and not models.abstract(
+            models.Spec("sweeper.task.model.MLP", (("hidden", 8),), (192,), "float32", 4)
+        ).convolutional
+    )
+    dataset = train_step.to_device(data.load(cfg.data))
+    make_optimizer = train_step.optimizer_factory(cfg.optimizer)
+    hyper = train_step.Hyper(
+        jnp.float32(0.05), jnp.float32(1e-4), train_step.optimizer_values(cfg.optimizer), None
+    )
+    batches = np.arange(5 * 20).reshape(5, 20)
+    ends = []
+    for scan in (True, False):
+        state, _ = train_step.init_run(spec, 0)
+        opt_state = train_step.init_optimizer(cfg.optimizer, state)
+        start = train_step.TrainState(state, opt_state, jnp.bool_(True), np.int32(0))
+        segment = train_step.make_segment(model.graphdef, model.padding, make_optimizer, False, scan)
+        compiled = segment.lower(start, hyper, dataset.train, batches).compile()
+        end, (losses, _) = compiled(start, hyper, dataset.train, batches)
+        ends.append((jax.device_get(end.params), np.asarray(losses)))
+    (scanned, scanned_losses), (stepped, stepped_losses) = ends
+    assert stepped_losses.shape == scanned_losses.shape == (5,)
+    np.testing.assert_allclose(stepped_losses, scanned_losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(stepped), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_on_a_cpu_a_convolutional_model_trains_one_config_at_a_time_unless_told(user_folder):
+    cfgs = [cnn(user_folder, *o) for o in GRID]
+    on_cpu = fused.plan(cfgs, pad_widths=False, max_batch=None, accelerator=False)
+    assert [len(g) for g in on_cpu.groups] == [1, 1, 1]  # faster one at a time there (make bench-model)
+    assert not on_cpu.without_singles().groups  # the fused launcher runs them as the basic launcher does
+    assert sorted(
+        len(g) for g in fused.plan(cfgs, pad_widths=False, max_batch=None, accelerator=True).groups
+    ) == [1, 2]
+    assert sorted(
+        len(g) for g in fused.plan(cfgs, pad_widths=False, max_batch=4, accelerator=False).groups
+    ) == [1, 2]
+    wide = [user_model(user_folder, "Wide", f"+model.width={w}", f"lr={lr}") for w, lr in WIDE_GRID]
+    assert (
+        len(fused.plan(wide, pad_widths=True, max_batch=None, accelerator=False).groups) == 1
+    )  # no convolution

@@ -46,6 +46,7 @@ def alone(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_configs_through_a_slot_pool_end_as_they_end_alone_whenever_they_joined(tmp_path, alone, caplog):
     cfgs = [cfg_of("hidden=16", *overrides) for overrides in POOL.values()]
     workdirs = [tmp_path / name for name in POOL]

@@ -24,6 +24,7 @@ def cli_run(tmp_path_factory):
     return workdir, result
 
 
+@pytest.mark.slow
 def test_cli_run_learns_and_leaves_its_outputs(cli_run):
     workdir, result = cli_run
     assert "300/300" in result.stderr  # the progress bar
@@ -88,6 +89,7 @@ def test_tensorboard_events(cli_run):
     assert end.status == api_pb2.STATUS_SUCCESS
 
 
+@pytest.mark.slow
 def test_eval_mode_restores_the_checkpoint(cli_run):
     workdir, _ = cli_run
     metrics = json.loads((workdir / "metrics.json").read_text())

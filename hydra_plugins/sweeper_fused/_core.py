@@ -28,7 +28,7 @@ from sweeper.errors import one_line, user_errors
 from sweeper.sweep.locks import JobLock
 from sweeper.train import fused
 from sweeper.train.devices import local_devices
-from sweeper.train.plan import Plan, Search, fuse_key, pads_widths, plan, stream_plan
+from sweeper.train.plan import Plan, Search, fuse_key, one_at_a_time, pads_widths, plan, stream_plan
 from sweeper.train.run import enable_compilation_cache
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,12 @@ def sweep_plan(launcher: Any, cfgs: list[DictConfig], devices: list) -> Plan:
     pad = pads_widths(settings.widths, accelerator=devices[0].platform != "cpu")
     if settings.widths == "auto":
         log.info("fused launcher: widths=%s on %s", "pad" if pad else "group", devices[0].platform)
+    cpu = devices[0].platform == "cpu"
+    if cfgs and cpu and settings.max_batch is None and not search.controllers and one_at_a_time(cfgs[0]):
+        log.info(
+            "fused launcher: a convolutional model trains one config at a time on cpu, where that is faster "
+            "(docs/model.md); hydra.launcher.max_batch=N fuses N anyway"
+        )
     return plan(
         cfgs,
         pad_widths=pad,
@@ -102,6 +108,7 @@ def sweep_plan(launcher: Any, cfgs: list[DictConfig], devices: list) -> Plan:
         search=search,
         devices=len(devices),
         check_memory=False,
+        accelerator=devices[0].platform != "cpu",
     )
 
 

@@ -216,6 +216,13 @@ class Abstract:
                         f"(paddable=(..., {key!r}, ...)) wherever model.{key} sizes an axis"
                     )
 
+    @functools.cached_property
+    def convolutional(self) -> bool:
+        """Whether its forward pass convolves (sweeper.task.train_step.SteppedSegment says why it matters)."""
+        x = jax.ShapeDtypeStruct((2, *self.spec.input_shape), jnp.dtype(self.spec.input_dtype))
+        forward = lambda s, x: nnx.merge(self.graphdef, data_to_keys(s))(x)  # noqa: E731
+        return "conv_general_dilated" in str(jax.make_jaxpr(forward)(self.state, x))
+
     def bytes(self) -> tuple[int, int]:
         """(bytes of its Params, bytes of the rest of its state)."""
         params, rest = nnx.split_state(self.state, nnx.Param, ...)

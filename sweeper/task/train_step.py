@@ -223,9 +223,11 @@ def make_segment(
     padding: models.Padding,
     make_optimizer: Callable[..., optax.GradientTransformation],
     stacked: bool,
+    scan: bool = True,
 ) -> Callable:
     """A jitted `segment(state, hyper, train, batch_indices) -> (state, (losses, accuracies))` that runs
-    one step per row of `batch_indices`, with `state` donated.
+    one step per row of `batch_indices`, with `state` donated: one `lax.scan`, or with `scan=False` a
+    loop over one jitted step (`SteppedSegment`).
 
     Stacked, every leaf of `state` and `hyper` has a leading member axis; `batch_indices` is (steps,
     batch) when the members share their batches (one seed: XLA merges their products into one wide
@@ -245,7 +247,40 @@ def make_segment(
     def segment(state: TrainState, hyper: Hyper, train: DeviceData, batch_indices: jax.Array):
         return jax.lax.scan(functools.partial(step, hyper=hyper, train=train), state, batch_indices)
 
+    if not scan:
+        return SteppedSegment(lambda state, hyper, train, batch_idx: step(state, batch_idx, hyper, train))
     return jax.jit(segment, donate_argnums=0)
+
+
+class SteppedSegment:
+    """A segment as a Python loop over one jitted step (state donated), with the jitted segment's
+    interface (`.lower(*args).compile()`, then a call on the same arguments).
+
+    XLA:CPU runs a convolution inside a scan's while loop far slower than the same step dispatched on its
+    own: the example CNN's step took 117 ms scanned and 7.5 ms alone (2026-12-05, 2-core EPYC, jax 0.10.2),
+    where the MLP's scan saves the 0.2 ms a step dispatch costs. sweeper.train.program picks this form for
+    such models on a CPU (sweeper.task.models.Abstract.convolutional)."""
+
+    def __init__(self, one_step: Callable):
+        self.one_step = jax.jit(one_step, donate_argnums=0)
+
+    def lower(self, state: TrainState, hyper: Hyper, train: DeviceData, batch_indices: Any) -> SteppedSegment:
+        self.lowered = self.one_step.lower(state, hyper, train, batch_indices[0])
+        return self
+
+    def compile(self) -> Callable:
+        compiled = self.lowered.compile()
+
+        def run(state: TrainState, hyper: Hyper, train: DeviceData, batch_indices: Any):
+            losses, accuracies = [], []
+            for batch_idx in batch_indices:
+                state, (loss, accuracy) = compiled(state, hyper, train, batch_idx)
+                losses.append(loss)
+                accuracies.append(accuracy)
+            return state, (jnp.stack(losses), jnp.stack(accuracies))
+
+        run.memory_analysis = compiled.memory_analysis  # what sweeper.memory.check_compiled reads
+        return run
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -135,7 +135,10 @@ def train_group(
     placed = local_devices(devices)
     pad = pads_widths(widths, accelerator=placed[0].platform != "cpu")
     search = Search(halving, pbt)
-    planned = plan(cfgs, pad_widths=pad, max_batch=max_batch, search=search, devices=len(placed))
+    accelerator = placed[0].platform != "cpu"
+    planned = plan(
+        cfgs, pad_widths=pad, max_batch=max_batch, search=search, devices=len(placed), accelerator=accelerator
+    )
     return train_plan(planned, workdirs, **options)
 
 

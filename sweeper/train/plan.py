@@ -207,13 +207,16 @@ def plan(
     devices: int = 1,
     pools: bool = True,
     check_memory: bool = True,
+    accelerator: bool | None = None,
 ) -> Plan:
     """Validate `cfgs` and group them: equal fuse keys (sweeper.config.fuse_key), similar widths
     together, at most `max_batch` per program (None: as many as half the memory of `devices` devices
     holds, by sweeper.memory's estimate). With `pools` and more configs of one fuse key than
     `max_batch`, those configs are one slot pool of `max_batch` rows instead (not under a lockstep
     search). `pad_widths`: see pads_widths. Raises ConfigError before any work; `check_memory`: whether
-    each program must fit this machine's memory (not where it trains on another: fused_slurm)."""
+    each program must fit this machine's memory (not where it trains on another: fused_slurm).
+    `accelerator`: whether the programs run on one (None: unknown); on a CPU, with `max_batch` null and
+    no search, a convolutional model's configs train one at a time (`one_at_a_time`)."""
     search = search or Search()
     for cfg in cfgs:
         checks.validate(cfg)
@@ -225,6 +228,8 @@ def plan(
             groups.append(Group(tuple(indices), slots=max_batch))
             continue
         size = max_batch or devices * memory.members_that_fit(cfgs[indices[-1]])  # the widest
+        if max_batch is None and accelerator is False and not search.controllers:
+            size = 1 if one_at_a_time(cfgs[indices[0]]) else size
         groups += [Group(tuple(chunk)) for chunk in chunks(indices, size)]
     planned = Plan(tuple(cfgs), tuple(groups), pad_widths, devices, search)
     search.check_one_program(len(cfgs), len(groups), pooled=bool(planned.pools))
@@ -250,6 +255,14 @@ def check_arrival(cfg: Any, search: Search) -> None:
     """Raise ConfigError where a config that joins a stream cannot train under `search`."""
     checks.validate(cfg)
     search.check([cfg])
+
+
+def one_at_a_time(cfg: Any) -> bool:
+    """Whether `cfg`'s model trains faster one config at a time than vmapped with others, on a CPU: a
+    convolutional one. XLA:CPU runs a vmapped convolution (a grouped one) slower than the members' own
+    one after another: the example CNN's 8-config grid took 2.1x the basic launcher's time vmapped
+    (`make bench-model`, benchmarks/RESULTS.md)."""
+    return models.abstract(models.of_config(cfg)).convolutional
 
 
 def fuse_key(cfg: Any, *, pad: bool) -> str:

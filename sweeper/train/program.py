@@ -75,7 +75,8 @@ class Program(MemberRows):
         self.graphdef, self.eval_graphdef, self.padding = model.graphdef, model.eval_graphdef, model.padding
         self.eval_chunk = memory.eval_chunk(self.spec)
         make_optimizer = train_step.optimizer_factory(self.optimizer)
-        return train_step.make_segment(self.graphdef, self.padding, make_optimizer, self.stacked)
+        scan = not (model.convolutional and jax.default_backend() == "cpu")  # train_step.SteppedSegment
+        return train_step.make_segment(self.graphdef, self.padding, make_optimizer, self.stacked, scan)
 
     def add(self, members: list[Member]) -> None:
         """Members join the program at its current step, each from its own start (a slot pool: they
