@@ -188,6 +188,7 @@ SAMPLERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_each_sampler_runs_the_study(tmp_path, sampler):
     if sampler == "gp" and importlib.util.find_spec("torch") is None:

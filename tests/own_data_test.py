@@ -82,6 +82,7 @@ def test_its_own_validation_split_is_used_and_val_size_with_it_is_refused(tmp_pa
         data.load(npz_cfg(path).data)
 
 
+@pytest.mark.slow
 def test_preprocess_center_standardize_and_none(tmp_path):
     path = write_npz(tmp_path / "d.npz", dtype=np.uint8)
     x = np.load(path)["x_train"][:500]
@@ -122,6 +123,7 @@ def test_cifar_shaped_data_in_the_image_layout_is_height_width_channels():
     )
 
 
+@pytest.mark.slow
 def test_eval_of_an_npz_checkpoint_reproduces_its_test_accuracy_and_image_layout_trains(tmp_path):
     path = write_npz(tmp_path / "d.npz")
     for preprocess in ("center", "standardize"):

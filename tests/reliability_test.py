@@ -144,6 +144,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, ca
     assert resumed["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_an_impossible_size_is_refused_in_seconds_with_one_line(tmp_path):
     started = time.monotonic()
     result = run_cli("data=synthetic", "hidden=100000000", f"hydra.run.dir={tmp_path / 'run'}")
