@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import io
 import math
 import shlex
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from sweeper.config import (
     MULTIRUN_RECORD,
@@ -205,26 +207,75 @@ def _fmt(mean: float | None, std: float | None, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def command_for(row: Row) -> str:
+def command_for(row: Row, launch: str = "python run.py") -> str:
     """A ready-to-paste command that trains `row`'s config alone: its first job's overrides but the
-    seed and what means something only in a sweep (the Optuna trial)."""
+    seed and what means something only in a sweep (the Optuna trial); `launch` starts it (`launch_of`)."""
     job = row.jobs[0]
-    if job.schedule:  # replay how its lr and reg changed
-        return replay_command(job)
+    if job.schedule:  # replay how its lr, reg and optimizer values changed
+        return replay_command(job, launch)
     skip = (SEED_KEY, *SWEEP_ONLY_KEYS)
     overrides = [o for o in job.overrides if override_key(o) not in skip]
-    return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
+    return f"{launch} " + " ".join(shlex.quote(o) for o in overrides)
 
 
-def replay_command(job: JobResult) -> str:
-    """A single run that retraces `job`'s schedule from step 0: its first lr and reg, then each change
-    (exact values: a replay reproduces the run only with the same numbers), with the job's seed."""
-    skip = ("lr", "reg", "schedule", *SWEEP_ONLY_KEYS)
-    overrides = [o for o in job.overrides if override_key(o) not in skip]
+def replay_command(job: JobResult, launch: str = "python run.py") -> str:
+    """A single run that retraces `job`'s schedule from step 0: its first lr, reg and optimizer values,
+    then each change (exact values: a replay reproduces the run only with the same numbers), with the
+    job's seed."""
     first, changes = job.schedule[0], job.schedule[1:]
-    steps = ",".join(f"{{step:{c['step']},lr:{c['lr']!r},reg:{c['reg']!r}}}" for c in changes)
-    overrides += [f"lr={first['lr']!r}", f"reg={first['reg']!r}", f"schedule=[{steps}]"]
-    return "python run.py " + " ".join(shlex.quote(o) for o in overrides)
+    optimizer = [f"optimizer.{k}" for k in first.get("optimizer", {})]
+    skip = ("lr", "reg", "schedule", *optimizer, *SWEEP_ONLY_KEYS)
+    overrides = [o for o in job.overrides if override_key(o) not in skip]
+
+    def entry(change: dict) -> str:
+        values = ",".join(f"{k}:{v!r}" for k, v in change.get("optimizer", {}).items())
+        tail = f",optimizer:{{{values}}}" if values else ""
+        return f"{{step:{change['step']},lr:{change['lr']!r},reg:{change['reg']!r}{tail}}}"
+
+    overrides += [f"lr={first['lr']!r}", f"reg={first['reg']!r}"]
+    overrides += [f"optimizer.{k}={v!r}" for k, v in first.get("optimizer", {}).items()]
+    overrides += [f"schedule=[{','.join(entry(c) for c in changes)}]"]
+    return f"{launch} " + " ".join(shlex.quote(o) for o in overrides)
+
+
+def launch_of(sweep_dir: Path) -> str:
+    """How a single run of the sweep starts: `python run.py`, after the sweep's own `--config-dir` and
+    `PYTHONPATH=...` where its model's module is the user's (from its multirun.yaml; here if not readable)."""
+    path = Path(sweep_dir) / MULTIRUN_RECORD
+    try:
+        record = OmegaConf.load(path)
+        sources = OmegaConf.select(record, "hydra.runtime.config_sources", default=None) or []
+        dirs = [str(s.path) for s in sources if s.get("provider") == "command-line"]
+        target = str(OmegaConf.select(record, "model._target_", default="") or "")
+    except (OSError, OmegaConfBaseException):
+        return "python run.py"
+    prefix = f"PYTHONPATH={shlex.quote(folder)} " if (folder := _module_folder(target)) else ""
+    flags = "".join(f" --config-dir {shlex.quote(_relative(d))}" for d in dirs)
+    return f"{prefix}python run.py{flags}"
+
+
+def _module_folder(target: str) -> str | None:
+    """The folder to put on PYTHONPATH for a model class of the user's (None: sweeper's own, or unknown),
+    found without importing the module."""
+    top = target.split(".", 1)[0]
+    if not top or top == "sweeper":
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return None
+    origin = Path(spec.origin).parent
+    return _relative(str(origin.parent if spec.submodule_search_locations else origin))
+
+
+def _relative(path: str) -> str:
+    """`path` relative to the folder the command runs in, where it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return path
 
 
 def write_csv(path: Path, rows: list[Row], keys: list[str], metrics: list[str]) -> None:
@@ -358,7 +409,7 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
         markdown(rows, columns, metrics),
     ]
     if best:
-        text += ["Best config:", "", "    " + command_for(best), ""]
+        text += ["Best config:", "", "    " + command_for(best, launch_of(sweep_dir)), ""]
     mattered = importance_line(importance(rows, columns, domains, objective))
     text += [mattered, "", *notes(jobs)]
     (sweep_dir / "summary.md").write_text("\n".join(text))
@@ -370,7 +421,7 @@ def summarize(sweep_dir: str | Path, *, top: int = 5, echo: bool = True) -> list
         print(markdown(rows, columns, metrics, top=top), end="")
         if best:
             value = _fmt(best.mean(objective.metric), best.std(objective.metric))
-            print(f"Best config ({objective.label} {value}):\n    {command_for(best)}")
+            print(f"Best config ({objective.label} {value}):\n    {command_for(best, launch_of(sweep_dir))}")
         print(mattered)
         print(f"Full table: {sweep_dir / 'summary.md'}, plot: {sweep_dir / 'summary.png'}")
     return rows

@@ -48,3 +48,12 @@ def test_a_population_member_records_its_copies_in_the_plain_format_of_metrics_j
     assert root.copied(0, Values.of(0.5, 0.5), "x", "exploit").schedule == (change(0, 0.5, 0.5),)
     assert History.of_record(copied.as_record()) == copied
     assert History.of_record({}) == History()
+
+
+def test_a_record_without_optimizer_values_keeps_the_configs():
+    """A history written before changes held optimizer values (lr and reg only) resumes with the config's."""
+    old = History.of_record(
+        {"schedule": [{"step": 0, "lr": 0.001, "reg": 0.1}, {"step": 50, "lr": 0.002, "reg": 0.2}]}
+    )
+    default = Values.of(0.001, 0.1, {"momentum": 0.9})
+    assert old.hyperparameters_at(60, default) == Values.of(0.002, 0.2, {"momentum": 0.9})

@@ -4,6 +4,7 @@ training, evaluation from a checkpoint, and each bad input's one line."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, compose_config, job_metrics, run_cli
 
-from sweeper import checks, train
+from sweeper import checks, summary, train
 from sweeper.config import ConfigError
 from sweeper.record import checkpoint
+from sweeper.status import Status
 from sweeper.task import data, train_step
 from sweeper.train import fused
 from sweeper.train.controllers import Halving, PopulationBasedTraining
@@ -195,16 +197,11 @@ def test_pbt_perturbs_an_optimizer_key_and_its_best_member_replays_as_one_run(us
     best = max(range(4), key=lambda i: got[i]["val_accuracy"])
     schedule = got[best]["schedule"]
     first = schedule[0]
-    entries = [
-        f"{{step:{c['step']},lr:{c['lr']!r},reg:{c['reg']!r},optimizer:{{momentum:{c['optimizer']['momentum']!r}}}}}"
-        for c in schedule[1:]
-    ]
-    replay_cfg = cnn(
-        user_folder,
-        f"lr={first['lr']!r}",
-        f"optimizer.momentum={first['optimizer']['momentum']!r}",
-        f"schedule=[{','.join(entries)}]",
-    )
+    # The sweep summary's replay command, as a user would paste it: its overrides compose the replay.
+    job = summary.JobResult("best", [f"lr={lrs[best]}"], {}, got[best], Status.OK)
+    command = shlex.split(summary.replay_command(job))
+    assert command[:2] == ["python", "run.py"] and "optimizer.momentum=" in " ".join(command)
+    replay_cfg = cnn(user_folder, *command[2:])
     replay = train.train_and_evaluate(replay_cfg, user_folder / "replay")
     for key in ("val_accuracy", "test_accuracy"):
         assert replay[key] == pytest.approx(got[best][key], abs=TOLERANCE), key
@@ -296,6 +293,8 @@ def test_the_example_runs_as_its_readme_says(tmp_path):
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "metrics.json").exists())
     assert jobs == [f"model.channels={c},optimizer.momentum={m}" for c in (4, 8) for m in (0.8, 0.9)]
     assert "fused with 2 jobs in one program" in (tmp_path / "sweep" / jobs[0] / "run.log").read_text()
+    # The summary's best command starts the run as the sweep did: the user's module and config folder.
+    assert "PYTHONPATH=. python run.py --config-dir my_conf +experiment=convnet" in sweep.stdout
     bad = run_cli("--config-dir", "my_conf", "model=convnet", "model._target_=nowhere.Net", cwd=EXAMPLE)
     assert bad.returncode == 2 and "PYTHONPATH" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 

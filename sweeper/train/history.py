@@ -106,12 +106,15 @@ class History:
         return record
 
     def hyperparameters_at(self, step: int, default: Values) -> Values:
-        """The values from `step` on: the latest change up to `step`, else `default` (the config's)."""
+        """The values from `step` on: the latest change up to `step`, else `default` (the config's); an
+        optimizer key the change leaves out (a record written before changes held them) keeps the
+        default's."""
         values = default
         for change in self.schedule:
             if change.step <= step:
                 values = change.values
-        return values
+        optimizer = dict(default.optimizer) | dict(values.optimizer)
+        return values._replace(optimizer=tuple(sorted(optimizer.items())))
 
     def change_steps(self) -> set[int]:
         """The steps at which the values change (step 0, where training starts, is none)."""
