@@ -341,6 +341,15 @@ def widths_of(spec: Spec) -> dict[str, int]:
     return {key: int(keys[key]) for key in abstract(spec).padding.keys}
 
 
+def widest(widths: list[dict[str, int]]) -> dict[str, int]:
+    """Each paddable key's widest value among `widths` (of configs or members): what a program pads to."""
+    out: dict[str, int] = {}
+    for each in widths:
+        for key, width in each.items():
+            out[key] = max(out.get(key, 0), width)
+    return out
+
+
 def regularised(path: tuple, leaf: Any) -> bool:
     """Whether the L2 term counts a Param: kernel-like ones (ndim >= 2, as TF's L2 on weights); biases,
     norm scales (1-D) and embeddings (`embedding`) not."""

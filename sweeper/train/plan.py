@@ -279,11 +279,7 @@ def widths_of(cfg: Any) -> dict[str, int]:
 
 def widest_of(cfgs: list[Any]) -> dict[str, int]:
     """Each paddable model key's widest value among `cfgs`."""
-    widths: dict[str, int] = {}
-    for cfg in cfgs:
-        for key, width in widths_of(cfg).items():
-            widths[key] = max(widths.get(key, 0), width)
-    return widths
+    return models.widest([widths_of(cfg) for cfg in cfgs])
 
 
 def _by_fuse_key(cfgs: list[Any], pad: bool) -> list[list[int]]:

@@ -189,11 +189,7 @@ def histogram_tensors(program: Program) -> list[dict[str, np.ndarray]]:
 
 def widest(members: list[Member]) -> dict[str, int]:
     """The widest of `members`' paddable keys, key by key: the widths a program of them pads to."""
-    widths: dict[str, int] = {}
-    for member in members:
-        for key, width in member.widths.items():
-            widths[key] = max(widths.get(key, 0), width)
-    return widths
+    return models.widest([member.widths for member in members])
 
 
 def show_widths(widths: dict[str, int]) -> str:
