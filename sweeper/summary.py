@@ -456,18 +456,28 @@ def notes(jobs: list[JobResult]) -> list[str]:
 
 @dataclass(frozen=True)
 class PoolUsage:
-    """How full a slot pool kept its rows: its members' `timings.pool` (their last attempt's)."""
+    """How full a slot pool kept its rows, and how much of what they computed its members needed: its
+    members' `timings.pool` (their last attempt's)."""
 
     number: int
     slots: int
     jobs: int
     program_steps: int  # from the first member's joining to the last one's leaving
     trained: int  # member-steps
+    needed: float | None = None  # GFLOP at the members' own widths (sweeper.work); None: not recorded
+    computed: float | None = None  # GFLOP their rows computed, at their programs' padded widths
 
     @property
     def occupancy(self) -> float:
         """Member-steps trained over the slot-steps the pool ran."""
         return self.trained / (self.slots * self.program_steps) if self.program_steps else 1.0
+
+    @property
+    def compute_occupancy(self) -> float | None:
+        """The work the members needed over the work their rows computed (padding is the difference)."""
+        if self.needed is None or not self.computed:
+            return None
+        return self.needed / self.computed
 
 
 def pool_usage(metrics: list[dict[str, Any]]) -> list[PoolUsage]:
@@ -476,16 +486,28 @@ def pool_usage(metrics: list[dict[str, Any]]) -> list[PoolUsage]:
     for m in metrics:
         if pool := ((m or {}).get("timings") or {}).get("pool"):
             pools.setdefault((pool["id"], pool["slots"]), []).append(pool)
-    return [
-        PoolUsage(
-            number,
-            slots,
-            len(members),
-            max(m["left"] for m in members) - min(m["joined"] for m in members),
-            sum(m["left"] - m["joined"] for m in members),
+    out = []
+    for (number, slots), members in sorted(pools.items()):
+        counted = all("gflop" in m for m in members)
+        out.append(
+            PoolUsage(
+                number,
+                slots,
+                len(members),
+                max(m["left"] for m in members) - min(m["joined"] for m in members),
+                sum(m["left"] - m["joined"] for m in members),
+                sum(m["gflop"] for m in members) if counted else None,
+                sum(m["gflop_computed"] for m in members) if counted else None,
+            )
         )
-        for (number, slots), members in sorted(pools.items())
-    ]
+    return out
+
+
+def compute_text(occupancy: float | None) -> str:
+    """`, compute occupancy 0.97 (work the members needed / work their rows computed)`, or nothing."""
+    if occupancy is None:
+        return ""
+    return f", compute occupancy {occupancy:.2f} (work the members needed / work their rows computed)"
 
 
 def pool_lines(jobs: list[JobResult]) -> list[str]:
@@ -494,7 +516,9 @@ def pool_lines(jobs: list[JobResult]) -> list[str]:
     for pool in pool_usage([job.metrics for job in jobs]):
         lines += [
             f"Slot pool {pool.number}: {pool.jobs} jobs through {pool.slots} slots over {pool.program_steps} "
-            f"program steps, slot occupancy {pool.occupancy:.2f} (member-steps trained / slot-steps).",
+            f"program steps, slot occupancy {pool.occupancy:.2f} (member-steps trained / slot-steps)"
+            + compute_text(pool.compute_occupancy)
+            + ".",
             "",
         ]
     return lines

@@ -76,7 +76,9 @@ def test_configs_through_a_slot_pool_end_as_they_end_alone_whenever_they_joined(
     member_steps = sum(m["steps"] for m in got)
     assert member_steps == 7 * 200 + 5 * 50
     done = next(r.message for r in caplog.records if r.message.startswith("slot pool 0 done"))
-    assert f"12 jobs, 500 program steps, slot occupancy {member_steps / (4 * 500):.2f}" in done
+    occupancy = member_steps / (4 * 500)
+    assert f"12 jobs, 500 program steps, 1 program (width 16), slot occupancy {occupancy:.2f}" in done
+    assert "compute occupancy 1.00" in done  # one width: nothing padded
 
 
 @pytest.mark.slow
@@ -85,8 +87,8 @@ def test_a_pooled_grid_leaves_every_runs_record_and_reports_its_occupancy(tmp_pa
     args += ["hydra.launcher.max_batch=2", f"hydra.sweep.dir={tmp_path}"]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
-    assert "slot pool 0: 6 jobs through 2 slots, width 16" in result.stdout
-    assert "slot occupancy" in result.stdout
+    assert "slot pool 0: 6 jobs through 2 slots, a program per width" in result.stdout  # group on a CPU
+    assert "slot occupancy" in result.stdout and "compute occupancy 1.00" in result.stdout
     metrics = job_metrics(tmp_path)
     assert len(metrics) == 6
     assert sorted(m["status"] for m in metrics.values()) == ["diverged"] * 2 + ["ok"] * 4
@@ -94,7 +96,7 @@ def test_a_pooled_grid_leaves_every_runs_record_and_reports_its_occupancy(tmp_pa
         assert (tmp_path / name / ".hydra" / "config.yaml").is_file()
         assert len(list((tmp_path / name).glob("events.out.tfevents.*"))) >= 3, name
     summary = (tmp_path / "summary.md").read_text()
-    assert "slot occupancy" in summary
+    assert "slot occupancy" in summary and "compute occupancy 1.00" in summary
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 7
 
 
@@ -258,3 +260,37 @@ def test_a_pool_that_emptied_takes_a_wider_trial(tmp_path):
     alone = train.train_and_evaluate(cfg_of("hidden=32"), tmp_path / "alone")
     assert [m["status"] for m in got] == ["ok", "ok"]
     assert_same_run(got[1], alone, tmp_path / "wide", tmp_path / "alone", 200)
+
+
+# A study's trials in the order asked, two rows: 16 and 64 start, 64 diverges at its step 50 (a padded
+# program narrows to 16, then widens to 32 as 32 joins), 16 joins at step 200 and goes on alone at 16
+# once 32 ends at program step 250.
+MIXED = {"n16": ("hidden=16", "lr=0.002"), "w64": ("hidden=64", "lr=100"), "m32": ("hidden=32", "reg=1.0")}
+MIXED |= {"n16b": ("hidden=16", "lr=0.001")}
+
+
+@pytest.mark.parametrize("pad", [False, True], ids=["a program per width", "one padded program"])
+def test_a_mixed_width_pool_gives_each_trial_its_alone_run_and_counts_the_padding(tmp_path, pad, caplog):
+    queue = [(cfg_of(*o), tmp_path / name, None) for name, o in MIXED.items()]
+    with caplog.at_level("INFO", logger="sweeper.train"):
+        got = fused.train_stream(
+            lambda free: [queue.pop(0) for _ in range(min(free, len(queue)))], slots=2, pad_widths=pad
+        )
+    for (name, overrides), metrics in zip(MIXED.items(), got, strict=True):
+        alone = train.train_and_evaluate(cfg_of(*overrides), tmp_path / f"alone-{name}")
+        if alone["status"] == "diverged":
+            assert results(metrics) | {"wall_time_s": 0} == results(alone) | {"wall_time_s": 0}, name
+        else:
+            assert_same_run(metrics, alone, tmp_path / name, tmp_path / f"alone-{name}", 100)
+    pools = {name: m["timings"]["pool"] for name, m in zip(MIXED, got, strict=True)}
+    occupancy = {name: p["gflop"] / p["gflop_computed"] for name, p in pools.items()}
+    done = next(r.message for r in caplog.records if r.message.startswith("slot pool 0 done"))
+    if pad:  # 16 padded to 64 while they share the program: its rows computed more than it needed
+        assert occupancy["w64"] == 1.0 and occupancy["m32"] == 1.0
+        # n16b: 50 steps beside m32 (padded to 32, half of it needed), then 150 alone at 16
+        assert occupancy["n16b"] == pytest.approx(200 / (50 * 2 + 150), abs=0.01)
+        assert occupancy["n16"] < 1.0  # padded to 64 for its first 50 steps
+        assert "1 program (width 16)" in done and "compute occupancy 1.00" not in done
+    else:  # each width its own program: nothing padded
+        assert set(occupancy.values()) == {1.0}
+        assert "programs (width 16, width 32, width 64)" in done and "compute occupancy 1.00" in done

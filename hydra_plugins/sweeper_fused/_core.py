@@ -33,6 +33,8 @@ from sweeper.train.run import enable_compilation_cache
 
 log = logging.getLogger(__name__)
 
+POOL_WIDTHS = {True: "widths padded into one program", False: "a program per width"}
+
 
 @dataclass
 class FusedJob:
@@ -186,6 +188,9 @@ class Stream:
             _finish(self.launcher, self.pooled[i], metrics)
             self.on_return(self.pooled[i].idx - self.first_idx, self.pooled[i].result)
 
+        devices = local_devices(settings.devices)
+        pad = pads_widths(settings.widths, accelerator=devices[0].platform != "cpu")
+        log.info("slot pool of %d rows on %s: %s", slots, devices[0].platform, POOL_WIDTHS[pad])
         with _fused_training(self.launcher, self.pooled, first[0][0]):
             fused.train_stream(
                 source,
@@ -195,6 +200,7 @@ class Stream:
                 device_data=self.launcher.device_data,
                 on_end=ended,
                 devices=settings.devices,
+                pad_widths=pad,
             )
 
 

@@ -192,6 +192,9 @@ class Clock:
                 "slots": usage.pool.slots,
                 "joined": span.joined,
                 "left": usage.step,
+                # compute occupancy's terms (sweeper.work): what it needed, what its row computed
+                "gflop": round(span.work[0] / 1e9, 3),
+                "gflop_computed": round(span.work[1] / 1e9, 3),
             }
         return Cost(self.attempt(span.start, span.step), timings)
 

@@ -76,3 +76,4 @@ class Span:
     start: int
     step: int
     joined: int
+    work: tuple[float, float] = (0.0, 0.0)  # forward-pass FLOPs: its own model's, and its row's (padded)

@@ -56,8 +56,10 @@ class Engine:
     """Drives `programs` through `schedule`, has each member's record written, ends each member once.
 
     `clock` dates the members' cost (sweeper.record.run.Clock); `on_end(member)` is called when a member's
-    record is complete. With `refill(free)`, a program whose members end at a step takes up to `free`
-    new members from it there (a slot pool); each member keeps its own step (sweeper.train.program).
+    record is complete. With `refill(step)` (a slot pool, sweeper.train.pool), the rows freed at a step
+    are taken there: it returns (program, new members) for each program new members joined, new
+    programs among them, until it returns none; each member keeps its own step (sweeper.train.program),
+    and a program whose members all ended leaves.
     """
 
     def __init__(
@@ -68,7 +70,7 @@ class Engine:
         controllers: Iterable[Controller] = (),
         clock: Clock | None = None,
         on_end: Callable[[Member], None] | None = None,
-        refill: Callable[[int], list[Member]] | None = None,
+        refill: Callable[[int], list[tuple[Program, list[Member]]]] | None = None,
     ):
         self.programs, self.controllers = programs, list(controllers)
         for controller in self.controllers:
@@ -149,8 +151,8 @@ class Engine:
             raise signals.Interrupted(signum)
         for program in at_stop:
             program.keep(program.training_rows())
-            if self.refill is not None:
-                self._refill(program)
+        if self.refill is not None:
+            self._refill(stop)
 
     def _due(self, program: Program, row: int) -> bool:
         """Whether the member at `row` gets a checkpoint at its step (the schedule's or a controller's)."""
@@ -162,16 +164,21 @@ class Engine:
         done = [j for j in program.training_rows() if program.member_step(j) >= self.schedule.max_steps]
         self.recorder.end(program, done, Status.OK)
 
-    def _refill(self, program: Program) -> None:
-        """New members take the free slots of `program`, at its step, each from its own start."""
-        while (free := program.slots - len(program)) > 0 and (new := self.refill(free)):
-            program.add(new)
-            self.members += new
-            for controller in self.controllers:
-                controller.admit(new)
+    def _refill(self, step: int) -> None:
+        """New members take the free rows at program step `step`, each from its own start; programs
+        left without members leave."""
+        while placed := self.refill(step):
+            for program, new in placed:
+                if all(program is not p for p in self.programs):
+                    self.programs.append(program)
+                self.members += new
+                for controller in self.controllers:
+                    controller.admit(new)
             self._update_schedule()
-            self._end_finished(program)  # resumed from a checkpoint at max_steps
-            program.keep(program.training_rows())
+            for program, _ in placed:
+                self._end_finished(program)  # resumed from a checkpoint at max_steps
+                program.keep(program.training_rows())
+        self.programs = [p for p in self.programs if p.members]
 
     def members_at(self, step: int) -> list[Row]:
         """(program, row) of every member still training in the programs at program step `step`."""

@@ -192,11 +192,16 @@ def _train_pool(
     started = time.perf_counter()
     splits, load_s = datasets.get(planned.cfgs[group.members[0]].data)
     pool = SlotPool(
-        number, list(group.members), group.slots, list(planned.cfgs), records.records, splits.info
+        number,
+        list(group.members),
+        group.slots,
+        list(planned.cfgs),
+        records.records,
+        splits.info,
+        pad_widths=planned.pad_widths,
     )
     clock = Clock(started, load_s, max(len(group), group.slots))
-    widths = planned.widest(group)
-    return pool.train(splits, placement, planned.search.controllers, clock, records.ended, widths)
+    return pool.train(splits, placement, planned.search.controllers, clock, records.ended)
 
 
 def train_stream(
@@ -208,11 +213,13 @@ def train_stream(
     device_data: dict | None = None,
     on_end: OnEnd | None = None,
     devices: int | None = None,
+    pad_widths: bool = True,
 ) -> list[dict[str, Any]]:
     """Train configs as one slot pool of `slots` rows, asking `next_configs(free)` for up to `free`
     more (cfg, workdir, log file) whenever rows free, until it returns none; each one's metrics, in
-    the order asked. The configs must share a fuse key with widths padded (an Optuna study's trials);
-    a wider one widens the program. `on_end(i, metrics)`: as soon as the i-th config asked has finished."""
+    the order asked. The configs must share a fuse key with widths padded (an Optuna study's trials):
+    `pad_widths`, one program padded to the widest member, else a program per width
+    (sweeper.train.pool). `on_end(i, metrics)`: as soon as the i-th config asked has finished."""
     search = search or Search()
     placement = Placement(local_devices(devices))
     records, cfgs = Records(log_format, on_end), []
@@ -230,12 +237,11 @@ def train_stream(
         return []
     started = time.perf_counter()
     try:
-        planned = stream_plan(cfgs, slots=slots, search=search, devices=placement.count)
+        stream_plan(cfgs, slots=slots, search=search, devices=placement.count)
         splits, load_s = DatasetCache(device_data).get(cfgs[0].data)
-        pool = SlotPool(0, first, slots, cfgs, records.records, splits.info, more=more)
+        pool = SlotPool(0, first, slots, cfgs, records.records, splits.info, more=more, pad_widths=pad_widths)
         clock = Clock(started, load_s, slots)
-        widths = planned.widest(planned.groups[0])
-        members = pool.train(splits, placement, search.controllers, clock, records.ended, widths)
+        members = pool.train(splits, placement, search.controllers, clock, records.ended)
     finally:
         records.close()
     return records.in_order(members, len(cfgs))

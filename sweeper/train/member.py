@@ -35,6 +35,9 @@ class Member:
     # together, else the program step it joined at minus the step it started at (a slot pool).
     offset: int = 0
     spec: models.Spec | None = None  # its model on its data (sweeper.task.models)
+    # Forward-pass FLOPs over the steps it trained in this attempt (sweeper.work): what its own model
+    # needs, and what its row computed at its program's (padded) widths. Their ratio: compute occupancy.
+    work: tuple[float, float] = (0.0, 0.0)
     values: Values = field(init=False)  # what it trains with now: its history's at the program's step
 
     def __post_init__(self) -> None:

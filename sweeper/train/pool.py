@@ -1,9 +1,18 @@
-"""Slot pools: one program of a fixed number of rows that waiting configs keep full.
+"""Slot pools: a fixed number of rows that waiting configs keep full, as one or more programs.
 
 As members end (finished, pruned, diverged), the next configs take their rows at that program step,
 each from its own step 0 (or its checkpoint), while the others go on (sweeper.train.program: each
 member at its own step). A pool's configs come from a plan's group, and once those are used up, from
 a stream that asks for more as rows free (an Optuna study's trials).
+
+Which program a new member joins is the pool's bucketing, by the shapes its model declares
+(sweeper.task.models: the paddable keys):
+
+- `pad_widths` (an accelerator, or `hydra.launcher.widths=pad`): one program, padded to its widest
+  member; it widens as a wider member joins and narrows as the widest ones leave.
+- otherwise (a CPU): the members that join at one step form a program per width (and data order), so no
+  row computes at a width it does not need, and members that share their batches share one wide matmul.
+  Rows move between widths as the configs' widths shift: the pool counts its members, not a program's.
 """
 
 from __future__ import annotations
@@ -33,10 +42,17 @@ def statuses(members: list[Member]) -> str:
     return ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
+def bucket(member: Member) -> tuple:
+    """What members joining at one step must share to share a program unpadded: their widths, their data
+    order and their start (then their batches coincide: one wide matmul, sweeper.train.segments)."""
+    return tuple(sorted(member.widths.items())), tuple(member.order.seed_words), member.start
+
+
 class SlotPool:
     """Pool `number` of `slots` rows over `cfgs` and their `records`, filled first from the configs at
     `waiting` (positions in `cfgs`); `more(free)`, where given, adds up to `free` configs to `cfgs` and
-    `records` once those are used up and returns their positions (a stream)."""
+    `records` once those are used up and returns their positions (a stream). `pad_widths`: one padded
+    program, else a program per width (the module docstring)."""
 
     def __init__(
         self,
@@ -47,16 +63,19 @@ class SlotPool:
         records: list[RunRecord],
         info: data.Info,
         more: Callable[[int], list[int]] | None = None,
+        pad_widths: bool = True,
     ):
         self.number, self.slots, self.cfgs, self.records = number, slots, cfgs, records
-        self.waiting, self.info, self.more = list(waiting), info, more
+        self.waiting, self.info, self.more, self.pad_widths = list(waiting), info, more, pad_widths
         self.entered: list[Member] = []
-        self.program: Program | None = None
+        self.programs: list[Program] = []  # every program the pool has run, in order
+        self.splits: Any = None
+        self.placement: Placement | None = None
         for i in self.waiting:
             check_batch_size(cfgs[i], info.num_train)
 
-    def enter(self, free: int) -> list[Member]:
-        """Up to `free` waiting configs as members, their records opened."""
+    def enter(self, free: int, step: int) -> list[Member]:
+        """Up to `free` waiting configs as members joining at program step `step`, their records opened."""
         if not self.waiting and self.more is not None:
             for i in self.more(free):
                 check_batch_size(self.cfgs[i], self.info.num_train)
@@ -67,13 +86,43 @@ class SlotPool:
             self.records[i].log_config()
             member = new_member(self.cfgs[i], self.records[i], self.info)
             member.record.open(member.start, self.info)
-            at = 0 if self.program is None else self.program.step
             member.record.log.info(
-                "in slot pool %d (%d slots) from program step %d", self.number, self.slots, at
+                "in slot pool %d (%d slots) from program step %d", self.number, self.slots, step
             )
             new.append(member)
         self.entered.extend(new)
         return new
+
+    def fill(self, step: int) -> list[tuple[Program, list[Member]]]:
+        """The free rows taken at program step `step`: (program, its new members) for each program that
+        new members joined, new programs among them; none once no config waits or no row is free."""
+        free = self.slots - sum(len(p) for p in self.programs)
+        new = self.enter(free, step) if free > 0 else []
+        if not new:
+            return []
+        if self.pad_widths:
+            live = [p for p in self.programs if p.members]
+            if live:
+                live[0].add(new)
+                return [(live[0], new)]
+            return [(self._program(new, step), new)]
+        by_bucket: dict[tuple, list[Member]] = {}
+        for member in new:
+            by_bucket.setdefault(bucket(member), []).append(member)
+        return [(self._program(members, step), members) for members in by_bucket.values()]
+
+    def _program(self, members: list[Member], step: int) -> Program:
+        program = Program(
+            members,
+            self.splits,
+            stacked=True,
+            placement=self.placement,
+            step=step,
+            slots=self.slots,
+            pool=self.number,
+        )
+        self.programs.append(program)
+        return program
 
     def train(
         self,
@@ -82,53 +131,52 @@ class SlotPool:
         controllers: list[Controller],
         clock: Clock,
         on_end: Callable[[Member], None],
-        widths: dict[str, int],
     ) -> list[Member]:
         """Train until no config waits and every member ended; every member that entered."""
         started, jobs = time.perf_counter(), len(self.waiting)
-        first = self.enter(self.slots)
-        self.program = Program(
-            first,
-            splits,
-            stacked=True,
-            placement=placement,
-            step=0,
-            widths=widths,
-            slots=self.slots,
-            pool=self.number,
-        )
-        spans = f" on {placement.count} devices" if self.program.placement is not None else ""
+        self.splits, self.placement = splits, placement
+        first = [program for program, _ in self.fill(0)]
+        spans = f" on {placement.count} devices" if first[0].placement is not None else ""
         log.info(
             "slot pool %d: %s through %d slots, %s%s",
             self.number,
             f"{jobs} jobs" if self.more is None else "trials",
             self.slots,
-            show_widths(self.program.widths),
+            "one program padded to its widest member" if self.pad_widths else "a program per width",
             spans,
         )
-        controllers = [ScheduleReplay(), *controllers, TrialPruning(first)]
+        members = [m for p in first for m in p.members]
+        controllers = [ScheduleReplay(), *controllers, TrialPruning(members)]
         engine = Engine(
-            [self.program],
-            Schedule.of(first[0].cfg),
+            first,
+            Schedule.of(members[0].cfg),
             controllers=controllers,
             clock=clock,
             on_end=on_end,
-            refill=self.enter,
+            refill=self.fill,
         )
         engine.run()
         self._log_done(time.perf_counter() - started)
         return self.entered
 
     def _log_done(self, elapsed_s: float) -> None:
-        program = self.program
+        programs = self.programs
+        steps = max(p.step for p in programs) if programs else 0
+        trained, needed, done = (
+            sum(getattr(p, k) for p in programs) for k in ("member_steps", "work_needed", "work_done")
+        )
+        widths = sorted({show_widths(p.widths) for p in programs})
         log.info(
-            "slot pool %d done in %.1f s (compile %.1f s): %d jobs, %d program steps, "
-            "slot occupancy %.2f: %s",
+            "slot pool %d done in %.1f s (compile %.1f s): %d jobs, %d program steps, %s (%s), "
+            "slot occupancy %.2f, compute occupancy %.2f: %s",
             self.number,
             elapsed_s,
-            program.segments.compile_s,
+            sum(p.segments.compile_s for p in programs),
             len(self.entered),
-            program.step,
-            program.member_steps / program.slot_steps if program.slot_steps else 1.0,
+            steps,
+            f"{len(programs)} program{'' if len(programs) == 1 else 's'}",
+            ", ".join(widths),
+            trained / (self.slots * steps) if steps else 1.0,
+            needed / done if done else 1.0,
             statuses(self.entered),
         )

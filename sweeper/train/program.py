@@ -11,12 +11,14 @@ the members that ended.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import numpy as np
+from omegaconf import OmegaConf
 
-from sweeper import memory
+from sweeper import memory, work
 from sweeper.objective import Objective
 from sweeper.task import models, train_step
 from sweeper.train.devices import Placement
@@ -66,6 +68,7 @@ class Program(MemberRows):
         self.pool = pool  # the slot pool's number within its sweep, None for a program of fixed members
         self.segments = CompiledSegments(self._segment())
         self.member_steps = self.slot_steps = 0  # trained by members, and the slots' capacity
+        self.work_needed = self.work_done = 0.0  # FLOPs at the members' own widths, and at the program's
         self._take_initial(members)
 
     def _segment(self) -> Any:
@@ -74,9 +77,8 @@ class Program(MemberRows):
         model = models.abstract(self.spec)
         self.graphdef, self.eval_graphdef, self.padding = model.graphdef, model.eval_graphdef, model.padding
         self.eval_chunk = memory.eval_chunk(self.spec)
-        make_optimizer = train_step.optimizer_factory(self.optimizer)
         scan = not (model.convolutional and jax.default_backend() == "cpu")  # train_step.SteppedSegment
-        return train_step.make_segment(self.graphdef, self.padding, make_optimizer, self.stacked, scan)
+        return _jitted_segment(self.spec, OmegaConf.to_yaml(self.optimizer), self.stacked, scan)
 
     def add(self, members: list[Member]) -> None:
         """Members join the program at its current step, each from its own start (a slot pool: they
@@ -84,15 +86,26 @@ class Program(MemberRows):
         program: every member is padded to it, as narrower members always are."""
         if not members:
             return
-        host = jax.device_get((self.state.params, self.state.opt_state))
-        states = [member_row(host, index) for index in range(len(self.members))]
         wider = widest([*self.members, *members])
-        if wider != self.widths:  # padded to the new widest
-            states = [self.padding.resize(state, wider) for state in states]
-            self.widths = wider
-            self.segments.recompile(self._segment())
+        states = self._host_states(wider)
         self.members += members
         self._take_initial(members, states)
+
+    def keep(self, rows: list[int]) -> None:
+        """Go on with the members at `rows` only; a slot pool's program narrows to the widest of them."""
+        super().keep(rows)
+        if self.pool is not None and self.members and (narrower := widest(self.members)) != self.widths:
+            self._take_initial([], self._host_states(narrower))
+
+    def _host_states(self, widths: dict[str, int]) -> list[Any]:
+        """The members' states on the host, padded (or cut) to `widths`, which the program takes on."""
+        host = jax.device_get((self.state.params, self.state.opt_state))
+        states = [member_row(host, index) for index in range(len(self.members))]
+        if widths != self.widths:
+            states = [self.padding.resize(state, widths) for state in states]
+            self.widths = widths
+            self.segments.recompile(self._segment())
+        return states
 
     # --- training -----------------------------------------------------------------------------------
 
@@ -106,11 +119,22 @@ class Program(MemberRows):
         )
         self.member_steps += len(self.members) * (stop - self.step)
         self.slot_steps += max(self.slots, len(self.members)) * (stop - self.step)
+        self._count_work(stop - self.step)
         self.step = stop
         losses, accuracies = (self.layout.results(v, len(self.members)) for v in (losses, accuracies))
         for j, member in enumerate(self.members):
             member.last_losses = losses[:, j]
         return losses, accuracies
+
+    def _count_work(self, steps: int) -> None:
+        """Add `steps` steps of work to each member's (own, computed) and the program's totals."""
+        batch = self.members[0].cfg.batch_size
+        row = work.forward_flops(self.spec, batch) * steps
+        for member in self.members:
+            own = work.forward_flops(member.spec, batch) * steps
+            member.work = (member.work[0] + own, member.work[1] + row)
+            self.work_needed += own
+            self.work_done += row
 
     # --- measuring ----------------------------------------------------------------------------------
 
@@ -166,6 +190,16 @@ class Program(MemberRows):
             {key: None if values[i] is None else float(values[i]) for key, values in columns.items()}
             for i in range(len(rows))
         ]
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_segment(spec: models.Spec, optimizer: str, stacked: bool, scan: bool) -> Any:
+    """One jitted segment per model (at its widths), optimizer (its YAML) and layout, shared by the
+    programs that train it (a slot pool makes and ends programs as members come and go): compiled once
+    per set of shapes (sweeper.train.segments)."""
+    model = models.abstract(spec)
+    make_optimizer = train_step.optimizer_factory(OmegaConf.create(optimizer))
+    return train_step.make_segment(model.graphdef, model.padding, make_optimizer, stacked, scan)
 
 
 def histogram_tensors(program: Program) -> list[dict[str, np.ndarray]]:

@@ -33,7 +33,7 @@ def usage(program: Program) -> Usage:
 def span(program: Program, row: int) -> Span:
     """Where the member at `row` of `program` is: from its start to its own step, joined at which step."""
     member = program.members[row]
-    return Span(member.start, program.member_step(row), member.offset + member.start)
+    return Span(member.start, program.member_step(row), member.offset + member.start, member.work)
 
 
 class Recorder:

@@ -13,31 +13,38 @@ from sweeper import memory
 from sweeper.train.member import Member
 
 
+# Compiled segments by (jitted segment, argument shapes), for every program of the process: a program
+# that a slot pool starts at shapes another one had runs what that one compiled.
+_COMPILED: dict[tuple[Any, tuple], Any] = {}
+
+
 class CompiledSegments:
     """A jitted segment compiled ahead of time, once per set of argument shapes (segment length, group
-    size), and timed: compile time apart from training time, and when the first step ended."""
+    size) in the process, and timed: compile time apart from training time, and when the first step
+    ended."""
 
     def __init__(self, jitted: Any, what: str = "this program"):
-        self.jitted, self.programs = jitted, {}
+        self.jitted = jitted
         self.what = what  # how a memory error names the program
         self.compile_s = self.train_s = 0.0
         self.first_step_done: float | None = None  # time.perf_counter() at the end of the first step
 
     def recompile(self, jitted: Any) -> None:
-        """Go on with another jitted segment (a program that widened), its timings kept."""
-        self.jitted, self.programs = jitted, {}
+        """Go on with another jitted segment (a program that widened or narrowed), its timings kept."""
+        self.jitted = jitted
 
     def __call__(self, *args: Any, steps: int) -> tuple[Any, Any]:
         """Run one segment of `steps` steps and wait for it: (state, outputs as numpy)."""
         started, compile_before = time.perf_counter(), self.compile_s
         # Compiled per shapes and layout: a program over several devices takes its arrays split over them.
         shapes = tuple((np.shape(leaf), getattr(leaf, "sharding", None)) for leaf in jax.tree.leaves(args))
-        if shapes not in self.programs:
+        key = (self.jitted, shapes)
+        if key not in _COMPILED:
             compiled = self.jitted.lower(*args).compile()
             memory.check_compiled(compiled, self.what)  # refused before it runs out of memory
-            self.programs[shapes] = compiled
+            _COMPILED[key] = compiled
             self.compile_s += time.perf_counter() - started
-        state, outputs = self.programs[shapes](*args)
+        state, outputs = _COMPILED[key](*args)
         outputs = jax.device_get(outputs)  # waits for the segment to finish
         segment_s = time.perf_counter() - started - (self.compile_s - compile_before)
         self.train_s += segment_s
