@@ -27,4 +27,3 @@ def forward_flops(spec: models.Spec, batch: int) -> float:
     cost = jax.jit(forward).lower(model.state, x).cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost  # a list of one dict on some jax versions
     return float((cost or {}).get("flops", 0.0))
-

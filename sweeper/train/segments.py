@@ -12,7 +12,6 @@ import numpy as np
 from sweeper import memory
 from sweeper.train.member import Member
 
-
 # Compiled segments by (jitted segment, argument shapes), for every program of the process: a program
 # that a slot pool starts at shapes another one had runs what that one compiled.
 _COMPILED: dict[tuple[Any, tuple], Any] = {}
