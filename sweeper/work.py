@@ -27,3 +27,16 @@ def forward_flops(spec: models.Spec, batch: int) -> float:
     cost = jax.jit(forward).lower(model.state, x).cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost  # a list of one dict on some jax versions
     return float((cost or {}).get("flops", 0.0))
+
+
+# Members that share their batches (one seed, one start) share one matmul per layer, as wide as all of
+# their units together. On a CPU that wide matmul gains up to about this many forward FLOPs per step and
+# loses past it (2-core Xeon, jax 0.10.2, the article's MLP at batch 400: per member-step, 4 members of
+# 120 units took 0.55x the time of one alone, 2 of 240 0.83x, 2 of 480 1.14x, 4 of 240 1.00x:
+# `python benchmarks/cpu_rows.py`). A CPU program stops there; an accelerator's does not.
+CPU_PROGRAM_FLOPS = 1.25e9
+
+
+def cpu_rows(spec: models.Spec, batch: int) -> int:
+    """How many members of `spec`'s model at `batch` one program holds on a CPU (at least 1)."""
+    return max(1, int(CPU_PROGRAM_FLOPS // max(forward_flops(spec, batch), 1.0)))

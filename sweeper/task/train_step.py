@@ -237,7 +237,9 @@ def make_segment(
 
     def step(state: TrainState, batch_idx: jax.Array, hyper: Hyper, train: DeviceData):
         run = one_run
-        if stacked:
+        if stacked and state.alive.shape[0] == 1:
+            run = functools.partial(_as_row, one_run)
+        elif stacked:
             run = jax.vmap(one_run, in_axes=(0, 0, 0, 0, 0 if batch_idx.ndim == 2 else None, None))
         params, opt_state, alive, loss, accuracy = run(
             state.params, state.opt_state, state.alive, hyper, batch_idx, train
@@ -250,6 +252,23 @@ def make_segment(
     if not scan:
         return SteppedSegment(lambda state, hyper, train, batch_idx: step(state, batch_idx, hyper, train))
     return jax.jit(segment, donate_argnums=0)
+
+
+def _as_row(
+    one_run: Callable, params, opt_state, alive, hyper: Hyper, batch_idx: jax.Array, train: DeviceData
+):
+    """`one_run` on a member axis of one, as the run alone computes it: XLA:CPU runs a batched matmul of
+    one member 10-20% slower than the plain one (`python benchmarks/cpu_rows.py`, rows 1)."""
+    row = lambda tree: jax.tree.map(lambda leaf: leaf[0], tree)  # noqa: E731
+    out = one_run(
+        row(params),
+        row(opt_state),
+        row(alive),
+        row(hyper),
+        batch_idx[0] if batch_idx.ndim == 2 else batch_idx,
+        train,
+    )
+    return jax.tree.map(lambda leaf: leaf[None], out)
 
 
 class SteppedSegment:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import OmegaConf
 
-from sweeper import checks, config, memory
+from sweeper import checks, config, memory, work
 from sweeper.config import ConfigError
 from sweeper.objective import Objective, check_sweep_objective
 from sweeper.task import models
@@ -215,22 +216,25 @@ def plan(
     `max_batch`, those configs are one slot pool of `max_batch` rows instead (not under a lockstep
     search). `pad_widths`: see pads_widths. Raises ConfigError before any work; `check_memory`: whether
     each program must fit this machine's memory (not where it trains on another: fused_slurm).
-    `accelerator`: whether the programs run on one (None: unknown); on a CPU, with `max_batch` null and
-    no search, a convolutional model's configs train one at a time (`one_at_a_time`)."""
+    `accelerator`: whether the programs run on one (None: unknown); on a CPU, with `max_batch` null, a
+    program holds at most `cpu_rows` configs."""
     search = search or Search()
     for cfg in cfgs:
         checks.validate(cfg)
     search.check(cfgs)
     pooling = bool(max_batch) and pools and not search.lockstep
     groups: list[Group] = []
-    for indices in _by_fuse_key(cfgs, pad_widths):
-        if pooling and len(indices) > max_batch:
-            groups.append(Group(tuple(indices), slots=max_batch))
+    for pooled in _by_fuse_key(cfgs, pad=True):  # a slot pool buckets its widths itself
+        if pooling and len(pooled) > max_batch:
+            groups.append(Group(pool_order(pooled, cfgs, search), slots=max_batch))
             continue
-        size = max_batch or devices * memory.members_that_fit(cfgs[indices[-1]])  # the widest
-        if max_batch is None and accelerator is False and not search.controllers:
-            size = 1 if one_at_a_time(cfgs[indices[0]]) else size
-        groups += [Group(tuple(chunk)) for chunk in chunks(indices, size)]
+        for indices in (
+            [pooled] if pad_widths else _by_fuse_key([cfgs[i] for i in pooled], pad=False, at=pooled)
+        ):
+            size = max_batch or devices * memory.members_that_fit(cfgs[indices[-1]])  # the widest
+            if max_batch is None and accelerator is False and (rows := cpu_rows(cfgs[indices[-1]], search)):
+                size = min(size, devices * rows)
+            groups += [Group(tuple(chunk)) for chunk in chunks(indices, size)]
     planned = Plan(tuple(cfgs), tuple(groups), pad_widths, devices, search)
     search.check_one_program(len(cfgs), len(groups), pooled=bool(planned.pools))
     if check_memory:
@@ -255,6 +259,18 @@ def check_arrival(cfg: Any, search: Search) -> None:
     """Raise ConfigError where a config that joins a stream cannot train under `search`."""
     checks.validate(cfg)
     search.check([cfg])
+
+
+def cpu_rows(cfg: Any, search: Search) -> int | None:
+    """The most configs like `cfg` one program of a CPU holds (`max_batch` null; None: no limit): a
+    convolutional model's one at a time (`one_at_a_time`, without a search), else as many as share a
+    wide matmul to advantage (sweeper.work.cpu_rows); population-based training keeps its whole
+    population in one program."""
+    if search.pbt is not None:
+        return None
+    if one_at_a_time(cfg):
+        return None if search.controllers else 1
+    return work.cpu_rows(models.of_config(cfg), cfg.batch_size)
 
 
 def one_at_a_time(cfg: Any) -> bool:
@@ -282,13 +298,29 @@ def widest_of(cfgs: list[Any]) -> dict[str, int]:
     return models.widest([widths_of(cfg) for cfg in cfgs])
 
 
-def _by_fuse_key(cfgs: list[Any], pad: bool) -> list[list[int]]:
-    """Positions of `cfgs` by fuse key, each key's sorted by widths (narrowest first)."""
+def _by_fuse_key(cfgs: list[Any], pad: bool, at: list[int] | None = None) -> list[list[int]]:
+    """Positions of `cfgs` (or `at[i]` for the i-th) by fuse key, each key's sorted by widths (narrowest
+    first)."""
+    at = at or list(range(len(cfgs)))
     by_key: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfgs):
         by_key.setdefault(fuse_key(cfg, pad=pad), []).append(i)
     by_width = lambda i: sorted(widths_of(cfgs[i]).items())  # noqa: E731
-    return [sorted(indices, key=lambda i: [w for _, w in by_width(i)]) for indices in by_key.values()]
+    return [
+        [at[i] for i in sorted(indices, key=lambda i: [w for _, w in by_width(i)])]
+        for indices in by_key.values()
+    ]
+
+
+def pool_order(indices: list[int], cfgs: list[Any], search: Search) -> tuple[int, ...]:
+    """The order a slot pool takes configs in: narrowest first (members of one width that join together
+    share a program), or under asynchronous halving a random one drawn from the first config's seed, as
+    ASHA samples its configs: in a grid's own order, a key the grid varies slowest (the width, above)
+    would meet the rungs sorted, and the early ones, judged against few, all go on."""
+    if not isinstance(search.halving, AsyncHalving):
+        return tuple(indices)
+    order = np.random.default_rng(cfgs[indices[0]].seed).permutation(len(indices))
+    return tuple(indices[i] for i in order)
 
 
 def chunks(items: list, max_size: int) -> list[list]:

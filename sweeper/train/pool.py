@@ -11,8 +11,9 @@ Which program a new member joins is the pool's bucketing, by the shapes its mode
 - `pad_widths` (an accelerator, or `hydra.launcher.widths=pad`): one program, padded to its widest
   member; it widens as a wider member joins and narrows as the widest ones leave.
 - otherwise (a CPU): the members that join at one step form a program per width (and data order), so no
-  row computes at a width it does not need, and members that share their batches share one wide matmul.
-  Rows move between widths as the configs' widths shift: the pool counts its members, not a program's.
+  row computes at a width it does not need, and members that share their batches share one wide matmul,
+  as many as gain from it on a CPU (sweeper.work.cpu_rows). Rows move between widths as the configs'
+  widths shift: the pool counts its members, not a program's.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sweeper import work
 from sweeper.record.run import Clock, RunRecord
 from sweeper.task import data
 from sweeper.train.controllers import ScheduleReplay
 from sweeper.train.devices import Placement
 from sweeper.train.engine import Controller, Engine, Schedule
+from sweeper.train.plan import chunks
 from sweeper.train.program import Member, Program, new_member, show_widths
 from sweeper.train.pruning import TrialPruning
 from sweeper.train.run import check_batch_size
@@ -109,7 +112,18 @@ class SlotPool:
         by_bucket: dict[tuple, list[Member]] = {}
         for member in new:
             by_bucket.setdefault(bucket(member), []).append(member)
-        return [(self._program(members, step), members) for members in by_bucket.values()]
+        placed = []
+        for members in by_bucket.values():
+            size = self.placement.count * self._cpu_rows(members[0])
+            placed += [(self._program(part, step), part) for part in chunks(members, size)]
+        return placed
+
+    def _cpu_rows(self, member: Member) -> int:
+        """The most members of `member`'s bucket one program holds: on a CPU, what shares a wide matmul to
+        advantage (sweeper.work.cpu_rows); elsewhere, every one that joins."""
+        if self.placement.devices[0].platform != "cpu":
+            return self.slots
+        return work.cpu_rows(member.spec, member.cfg.batch_size)
 
     def _program(self, members: list[Member], step: int) -> Program:
         program = Program(
