@@ -5,11 +5,13 @@
 
 Each method is one `python run.py -m ...` in a fresh process, 2000 steps (`--steps`), validation split
 on: the grid of 27 configs (`sweep=article`, the basic launcher); Optuna TPE with its median pruner,
-one trial at a time (`sweep=optuna`); the same study through a slot pool of 4 and of 8 rows
-(`hydra/launcher=fused hydra.sweeper.n_jobs=K`: a trial asked as soon as a row frees); and the grid
-with asynchronous successive halving in slot pools of 4 rows (`hydra/launcher=fused
-hydra.launcher.halving=async hydra.launcher.max_batch=4`). For each: wall time from start to end,
-slot occupancy (member-steps trained / slot-steps the pools ran; blank without a pool), the best
+one trial at a time (`sweep=optuna`); the same study through the fused launcher's slot pool with the
+rows it chooses for the device (`hydra/launcher=fused`: one on a CPU) and through a pool of 4 rows
+(`hydra.sweeper.n_jobs=4`: a trial asked as soon as a row frees); and the grid with asynchronous
+successive halving in slot pools of 4 rows (`hydra/launcher=fused hydra.launcher.halving=async
+hydra.launcher.max_batch=4`). For each: wall time from start to end; slot occupancy (member-steps
+trained / slot-steps the pools ran) and compute occupancy (forward FLOPs the members needed at their
+own widths / what their rows computed at their programs' widths), blank without a pool; the best
 validation accuracy and its test accuracy. Writes benchmarks/RESULTS-pool.md and prints it.
 """
 
@@ -38,15 +40,14 @@ def methods(trials: int) -> dict[str, list[str]]:
     return {
         "grid, 27 configs": ["sweep=article"],
         f"Optuna + pruning, {trials} trials one at a time": optuna,
+        f"Optuna + pruning, {trials} trials through the fused pool (its rows for the device)": [
+            *optuna,
+            "hydra/launcher=fused",
+        ],
         f"Optuna + pruning, {trials} trials through a pool of 4": [
             *optuna,
             "hydra/launcher=fused",
             "hydra.sweeper.n_jobs=4",
-        ],
-        f"Optuna + pruning, {trials} trials through a pool of 8": [
-            *optuna,
-            "hydra/launcher=fused",
-            "hydra.sweeper.n_jobs=8",
         ],
         "grid + asynchronous halving, pools of 4": [
             "sweep=article",
@@ -57,12 +58,15 @@ def methods(trials: int) -> dict[str, list[str]]:
     }
 
 
-def occupancy(jobs: list[dict]) -> float | None:
-    """Member-steps trained over slot-steps, over every pool of the sweep (None without one)."""
+def occupancy(jobs: list[dict]) -> tuple[float | None, float | None]:
+    """(slot occupancy, compute occupancy) over every pool of the sweep ((None, None) without one):
+    member-steps trained over slot-steps, and the FLOPs the members needed over what their rows
+    computed."""
     pools = pool_usage(jobs)
     if not pools:
-        return None
-    return sum(p.trained for p in pools) / sum(p.slots * p.program_steps for p in pools)
+        return None, None
+    slots = sum(p.trained for p in pools) / sum(p.slots * p.program_steps for p in pools)
+    return slots, sum(p.needed for p in pools) / sum(p.computed for p in pools)
 
 
 def run(args: list[str], sweep_dir: Path, data_root: str, steps: int, cache: Path) -> dict:
@@ -85,9 +89,18 @@ def run(args: list[str], sweep_dir: Path, data_root: str, steps: int, cache: Pat
         "jobs": len(jobs),
         "to the end": sum(m["status"] == "ok" for m in jobs),
         "occupancy": occupancy(jobs),
+        "rows": rows_of(result.stdout),
         "val": best["val_accuracy"],
         "test": best["test_accuracy"],
     }
+
+
+def rows_of(log: str) -> str:
+    """The rows of the sweep's slot pool, where its log says (`slot pool of 1 rows on cpu`)."""
+    for line in log.splitlines():
+        if "slot pool of " in line:
+            return line.split("slot pool of ", 1)[1].split(" rows", 1)[0]
+    return ""
 
 
 def main() -> None:
@@ -109,6 +122,7 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     info = machine_info()
     grid = found["grid, 27 configs"]
+    seq = found[f"Optuna + pruning, {args.trials} trials one at a time"]
     lines = [
         "# Keeping the fused program full: the article's search space, five ways",
         "",
@@ -117,16 +131,19 @@ def main() -> None:
         f"(5,000 images), each method one `python run.py -m ...` from start to end; {info['cpu']}, "
         f"{info['cores']} cores, jax {info['jax']}.",
         "",
-        "| method | wall (s) | vs grid | jobs (to the end) | slot occupancy | best val accuracy "
-        "| its test accuracy |",
-        "|---|---|---|---|---|---|---|",
+        "| method | wall (s) | vs grid | vs Optuna one at a time | jobs (to the end) | slot occupancy "
+        "| compute occupancy | best val accuracy | its test accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in found.items():
-        occ = "" if r["occupancy"] is None else f"{r['occupancy']:.2f}"
+        slots, compute = ("" if v is None else f"{v:.2f}" for v in r["occupancy"])
+        vs_seq = f"{r['wall'] / seq['wall']:.2f}×" if name.startswith("Optuna") else ""
         lines.append(
-            f"| {name} | {r['wall']:.0f} | {r['wall'] / grid['wall']:.2f}× | {r['jobs']} ({r['to the end']}) "
-            f"| {occ} | {r['val']:.4f} | {r['test']:.4f} |"
+            f"| {name} | {r['wall']:.0f} | {r['wall'] / grid['wall']:.2f}× | {vs_seq} "
+            f"| {r['jobs']} ({r['to the end']}) | {slots} | {compute} | {r['val']:.4f} | {r['test']:.4f} |"
         )
+    pooled = {name: r["rows"] for name, r in found.items() if r["rows"]}
+    lines += ["", *(f"- {name}: a slot pool of {rows} rows." for name, rows in pooled.items())]
     lines += [
         "",
         "Commands (each with `data.root=... max_steps=...`):",

@@ -30,10 +30,11 @@ def forward_flops(spec: models.Spec, batch: int) -> float:
 
 
 # Members that share their batches (one seed, one start) share one matmul per layer, as wide as all of
-# their units together. On a CPU that wide matmul gains up to about this many forward FLOPs per step and
-# loses past it (2-core Xeon, jax 0.10.2, the article's MLP at batch 400: per member-step, 4 members of
-# 120 units took 0.55x the time of one alone, 2 of 240 0.83x, 2 of 480 1.14x, 4 of 240 1.00x:
-# `python benchmarks/cpu_rows.py`). A CPU program stops there; an accelerator's does not.
+# their units together. On a CPU that wide matmul gains up to about this many forward FLOPs per program
+# step, and loses past it. `python benchmarks/cpu_rows.py --steps 1000` (2-core Xeon, jax 0.10.2, the
+# article's MLP at batch 400), time per member-step against the run alone: 4 members of 120 units
+# 0.77x, 2 of 240 0.87x, 2 of 480 1.00x, 4 of 240 0.89x, 4 of 480 1.19x, 8 of 120 0.86x. A CPU program
+# stops there; an accelerator's does not.
 CPU_PROGRAM_FLOPS = 1.25e9
 
 

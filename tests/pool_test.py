@@ -294,3 +294,23 @@ def test_a_mixed_width_pool_gives_each_trial_its_alone_run_and_counts_the_paddin
     else:  # each width its own program: nothing padded
         assert set(occupancy.values()) == {1.0}
         assert "programs (width 16, width 32, width 64)" in done and "compute occupancy 1.00" in done
+
+
+@pytest.mark.slow
+def test_a_study_left_to_the_fused_launcher_on_a_cpu_runs_the_basic_launchers_study(tmp_path):
+    # sweep=optuna leaves n_jobs to the launcher: on a CPU the fused launcher takes one trial at a time,
+    # so the sampler sees what it sees one trial at a time, and each trial trains as it does alone.
+    args = [*OPTUNA, *MEDIAN, "hydra.sweeper.n_trials=4"]
+    fused_run = run_cli(*args, "hydra/launcher=fused", f"hydra.sweep.dir={tmp_path / 'fused'}")
+    assert fused_run.returncode == 0, fused_run.stderr
+    assert "slot pool of 1 rows on cpu: a program per width" in fused_run.stdout
+    basic_run = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'basic'}")
+    assert basic_run.returncode == 0, basic_run.stderr
+    fused_trials, basic_trials = _study(tmp_path / "fused").trials, _study(tmp_path / "basic").trials
+    assert [t.params for t in fused_trials] == [t.params for t in basic_trials]
+    assert [t.state for t in fused_trials] == [t.state for t in basic_trials]
+    for f, b in zip(fused_trials, basic_trials, strict=True):
+        assert f.intermediate_values.keys() == b.intermediate_values.keys()
+        assert list(f.intermediate_values.values()) == pytest.approx(
+            list(b.intermediate_values.values()), abs=1e-5
+        )

@@ -166,3 +166,24 @@ def test_each_job_folder_is_a_run_and_the_sweep_run_holds_the_only_experiment(gr
     assert {p: p.stat().st_mtime_ns for folder in jobs for p in folder.rglob("*")} == job_files
     assert len(list((sweep_dir / summary.SWEEP_RUN).iterdir())) == 1  # the earlier summary's replaced
     assert not list(sweep_dir.rglob("tb"))
+
+
+def test_a_pools_occupancies_come_from_its_members_records():
+    def member(
+        pool_id: int, joined: int, left: int, gflop: float | None = None, computed: float | None = None
+    ):
+        pool = {"id": pool_id, "slots": 2, "joined": joined, "left": left}
+        if gflop is not None:
+            pool |= {"gflop": gflop, "gflop_computed": computed}
+        return {"timings": {"pool": pool}}
+
+    # Pool 0: two rows over 300 program steps, one member padded to twice its width while it trained.
+    padded = [member(0, 0, 300, 30.0, 30.0), member(0, 0, 100, 5.0, 10.0), member(0, 100, 200, 10.0, 10.0)]
+    older = [member(1, 0, 100), member(1, 0, 100)]  # recorded before compute occupancy was
+    first, second = summary.pool_usage([*padded, *older, {"timings": {}}, None])
+    assert (first.number, first.jobs, first.program_steps, first.trained) == (0, 3, 300, 500)
+    assert first.occupancy == pytest.approx(500 / 600)
+    assert first.compute_occupancy == pytest.approx(45 / 50)
+    assert second.compute_occupancy is None and second.occupancy == 1.0
+    lines = summary.pool_lines([type("Job", (), {"metrics": m})() for m in padded])
+    assert "slot occupancy 0.83 (member-steps trained / slot-steps), compute occupancy 0.90" in lines[0]

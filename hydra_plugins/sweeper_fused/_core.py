@@ -204,6 +204,16 @@ class Stream:
             )
 
 
+ROWS_PER_ACCELERATOR = 8  # a slot pool's rows per device where the sweeper leaves it to the launcher
+
+
+def default_slots(launcher: Any) -> int:
+    """A slot pool's rows for these devices: 1 on a CPU (its members' arithmetic runs one after another,
+    and a trial asked later is sampled knowing more), else ROWS_PER_ACCELERATOR per device."""
+    devices = local_devices(launcher.settings.devices)
+    return 1 if devices[0].platform == "cpu" else ROWS_PER_ACCELERATOR * len(devices)
+
+
 def check_stream(launcher: Any) -> None:
     """Raise ConfigError where the sweep's own config (what every job of a stream starts from) cannot
     train as the settings ask, before any job is asked."""

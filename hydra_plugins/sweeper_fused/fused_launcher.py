@@ -51,6 +51,14 @@ class FusedLauncher(Launcher):
         _core.check_stream(self)
         return True
 
+    def default_slots(self) -> int:
+        """The rows of a slot pool that a sweeper leaves to the launcher (Optuna's n_jobs=null): on a CPU 1,
+        a trial at a time, since a CPU computes members one after another (docs/fused.md); on
+        accelerators 8 per device."""
+        from . import _core
+
+        return _core.default_slots(self)
+
     def launch_stream(
         self,
         next_overrides: Callable[[], Sequence[str] | None],

@@ -5,6 +5,7 @@
     count the finished trials; those an interrupted attempt left running are launched again first
     while the study has fewer than n_trials finished trials planned:
         ask n_jobs trials (the space's distributions, then custom_search_space), launch them as one batch
+        (n_jobs null: 1, or with the fused launcher the rows it chooses for its device)
         tell each its outcome; log each failure in one line; past max_failure_rate, stop
     (with the fused launcher: n_jobs trials train at once in one slot pool, a trial asked as soon as
     one ends and told as soon as it ends)
@@ -150,7 +151,7 @@ class Plan:
     @classmethod
     def of(cls, sweeper: Any, arguments: list[str]) -> "Plan":
         directions = _directions(sweeper.direction, _objective_mode(sweeper))
-        if sweeper.n_trials < 1 or sweeper.n_jobs < 1:
+        if sweeper.n_trials < 1 or (sweeper.n_jobs is not None and sweeper.n_jobs < 1):
             raise ConfigError(
                 f"hydra.sweeper.n_trials and n_jobs must be >= 1, got {sweeper.n_trials}, {sweeper.n_jobs}"
             )
@@ -295,12 +296,13 @@ def sweep(sweeper: Any, arguments: list[str]) -> None:
     def overrides(trial: Any) -> list[str]:
         return plan.space.overrides(trial) + _trial_overrides(sweeper, url, study, trial)
 
+    n_jobs = sweeper.n_jobs or (launcher.default_slots() if streams else 1)
     if to_go > 0 and streams:
-        _stream(launcher, study, plan, sweeper, to_go, next_trial, overrides)
+        _stream(launcher, study, plan, sweeper, n_jobs, to_go, next_trial, overrides)
         to_go = 0
     job_idx = 0
     while to_go > 0:
-        trials = [next_trial() for _ in range(min(sweeper.n_jobs, to_go))]
+        trials = [next_trial() for _ in range(min(n_jobs, to_go))]
         returns = launcher.launch([overrides(t) for t in trials], initial_job_idx=job_idx)
         failed = [r for t, r in zip(trials, returns, strict=True) if not _tell(study, t, r, plan)]
         if _past_rate(failed, len(returns), sweeper.max_failure_rate):
@@ -315,6 +317,7 @@ def _stream(
     study: Any,
     plan: Plan,
     sweeper: Any,
+    n_jobs: int,
     to_go: int,
     next_trial: Callable[[], Any],
     overrides: Callable[[Any], list[str]],
@@ -336,7 +339,7 @@ def _stream(
         if not _tell(study, trials[k], result, plan):
             failed.append(result)
 
-    launcher.launch_stream(next_overrides, on_return, slots=min(sweeper.n_jobs, to_go), initial_job_idx=0)
+    launcher.launch_stream(next_overrides, on_return, slots=min(n_jobs, to_go), initial_job_idx=0)
     if _past_rate(failed, len(trials), sweeper.max_failure_rate):
         _stop(len(failed), len(trials), sweeper.max_failure_rate, failed)
 

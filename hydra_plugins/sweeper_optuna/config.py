@@ -159,7 +159,9 @@ class OptunaSweeperConf:
     storage: str | None = None
     study_name: str | None = None  # null: the one study in the storage, or a new one Optuna names
     n_trials: int = 20  # finished trials the study should have; a rerun runs only those still missing
-    n_jobs: int = 2  # trials asked at once and handed to the launcher together
+    # Trials asked at once and handed to the launcher together; null: the launcher's choice (the fused
+    # launcher's rows for this device, hydra_plugins/sweeper_fused; any other launcher 1).
+    n_jobs: int | None = 2
     # A batch whose share of failed trials is above this stops the sweep with their errors (exit 1).
     max_failure_rate: float = 0.0
     params: dict[str, str] | None = None  # the search space, in Hydra's override grammar

@@ -23,7 +23,7 @@ class OptunaSweeper(Sweeper):
         storage: str | None = None,
         study_name: str | None = None,
         n_trials: int = 20,
-        n_jobs: int = 2,
+        n_jobs: int | None = 2,
         max_failure_rate: float = 0.0,
         params: dict[str, str] | None = None,
         custom_search_space: str | None = None,
