@@ -11,7 +11,7 @@ comma := ,
 SEED_SWEEP = $(if $(filter-out 1,$(SEEDS)),'seed=range(0$(comma)$(SEEDS))')
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test test-all bench bench-devices bench-slurm bench-pool bench-model bench-quick lint format tensorboard clean
+.PHONY: help install run smoke sweep sweep-fused sweep-optuna sweep-pbt summary test test-all bench bench-devices bench-slurm bench-pool bench-rows bench-model bench-quick lint format tensorboard clean
 
 help:  ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,8 +61,11 @@ bench-devices:  ## one fused program of 8 configs on 1 device and on 2 (forced h
 bench-slurm:  ## the 8-config fused grid in the sweep's process and as 2 SLURM jobs (a throwaway one-node SLURM, as root) -> benchmarks/RESULTS-slurm.md
 	$(PYTHON) benchmarks/fused_slurm.py $(ARGS)
 
-bench-pool:  ## the article's space on CIFAR-10 five ways: grid, Optuna one at a time, through slot pools of 4 and 8, ASHA in pools (DATA=<CIFAR-10>) -> benchmarks/RESULTS-pool.md
+bench-pool:  ## the article's space on CIFAR-10 five ways: grid, Optuna one at a time, through the fused pool (its rows for the device, and 4), ASHA in pools (DATA=<CIFAR-10>) -> benchmarks/RESULTS-pool.md
 	$(PYTHON) benchmarks/pool.py --data-root $(DATA) $(ARGS)
+
+bench-rows:  ## how many members one program should hold on this machine: time per member-step for 1/2/4/8 rows of each width (printed)
+	$(PYTHON) benchmarks/cpu_rows.py $(ARGS)
 
 bench-model:  ## your own model: the example CNN's 8-config grid, basic launcher vs fused, on its generated data -> own-model section of benchmarks/RESULTS.md
 	$(PYTHON) benchmarks/own_model.py $(ARGS)

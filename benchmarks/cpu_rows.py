@@ -1,6 +1,6 @@
 """How many members one program should hold on this machine: time per member-step against rows.
 
-    python benchmarks/cpu_rows.py                  # widths 60..480, 1/2/4/8 rows, 300 steps each
+    python benchmarks/cpu_rows.py                  # widths 60..480, 1/2/4/8 rows, 1000 steps each (7 min)
     python benchmarks/cpu_rows.py --steps 100 --widths 120 --rows 1 4   # a quick look
 
 For each width of the article's MLP (batch 400, CIFAR-shaped synthetic data), trains one run alone
@@ -54,7 +54,7 @@ def member_step_ms(width: int, rows: int, steps: int, scratch: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--widths", type=int, nargs="+", default=[60, 120, 240, 480])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 8])
     args = parser.parse_args()

@@ -359,19 +359,21 @@ def test_a_fused_slurm_sweep_of_your_own_model_gives_the_local_fused_launchers_r
 
 
 def test_a_slurm_job_trains_its_configs_as_a_slot_pool_as_the_local_launcher_does(slurm, tmp_path):
-    args = ["-m", *SWEEP, "hidden=16", "lr=0.001,0.002,100", "reg=0.1,1.0", "hydra.launcher.max_batch=2"]
+    # Two widths in one job's pool of two rows: a program per width on the node's CPU, none padded.
+    args = ["-m", *SWEEP, "hidden=16,32", "lr=0.001,100", "reg=0.1,1.0", "hydra.launcher.max_batch=2"]
     local = run_cli(*args, "hydra/launcher=fused", f"hydra.sweep.dir={tmp_path / 'local'}")
     assert local.returncode == 0, local.stderr
     on_slurm = run_cli(
-        *args, *ON_FUSED_SLURM, "hydra.launcher.per_job=6", f"hydra.sweep.dir={tmp_path / 'slurm'}"
+        *args, *ON_FUSED_SLURM, "hydra.launcher.per_job=8", f"hydra.sweep.dir={tmp_path / 'slurm'}"
     )
     assert on_slurm.returncode == 0, on_slurm.stderr
-    assert "Launching 6 jobs as 1 SLURM job(s): 6 in fused groups" in on_slurm.stdout
+    assert "Launching 8 jobs as 1 SLURM job(s): 8 in fused groups" in on_slurm.stdout
     expected, got = job_metrics(tmp_path / "local"), job_metrics(tmp_path / "slurm")
-    assert got.keys() == expected.keys() and len(got) == 6
+    assert got.keys() == expected.keys() and len(got) == 8
     for name in expected:
         assert results(got[name]) == results(expected[name]), name
         assert got[name]["timings"]["pool"] == expected[name]["timings"]["pool"], name
+        assert got[name]["timings"]["pool"]["gflop"] == got[name]["timings"]["pool"]["gflop_computed"], name
     assert len({m["timings"]["pool"]["joined"] for m in got.values()}) > 1  # rows were refilled
     assert len(group_ids(tmp_path / "slurm")) == 1
 

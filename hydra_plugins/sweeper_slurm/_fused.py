@@ -85,15 +85,16 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
 
 
 def _plan_tasks(launcher: Any, cfgs: list[Any]) -> Plan:
-    """The fusable configs in groups of `per_job` (each job a slot pool of max_batch rows), else
-    `max_batch` (one program each); null: all of a fuse key, which the job splits by its own memory.
+    """The fusable configs in groups of `per_job` (each job a slot pool of max_batch rows, whatever their
+    widths), else `max_batch` (one program each); null: all of a fuse key, which the job splits by its
+    own memory.
     Each job plans its own programs from its group; memory is checked there, on its node."""
     settings = launcher.settings
     search = Search.of(settings, cfgs[0], launcher.config.hydra.sweep.dir) if cfgs else Search()
     per_job = launcher.per_job or settings.max_batch or max(len(cfgs), 1)
     pooled = bool(launcher.per_job and settings.max_batch and launcher.per_job > settings.max_batch)
     search.check_one_program(len(cfgs), 1, pooled=pooled)
-    pad = settings.widths == "pad"
+    pad = settings.widths == "pad" or pooled  # a job's slot pool buckets widths itself, on its node
     return plan_groups(
         cfgs, pad_widths=pad, max_batch=per_job, search=search, pools=False, check_memory=False
     )

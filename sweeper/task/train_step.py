@@ -258,7 +258,7 @@ def _as_row(
     one_run: Callable, params, opt_state, alive, hyper: Hyper, batch_idx: jax.Array, train: DeviceData
 ):
     """`one_run` on a member axis of one, as the run alone computes it: XLA:CPU runs a batched matmul of
-    one member 10-20% slower than the plain one (`python benchmarks/cpu_rows.py`, rows 1)."""
+    one member 10-20% slower than the plain one (`make bench-rows`)."""
     row = lambda tree: jax.tree.map(lambda leaf: leaf[0], tree)  # noqa: E731
     out = one_run(
         row(params),

@@ -126,10 +126,12 @@ class SlotPool:
         return work.cpu_rows(member.spec, member.cfg.batch_size)
 
     def _program(self, members: list[Member], step: int) -> Program:
+        """A new program of `members` at program step `step`. Grouped, one member trains unstacked, as
+        its run alone does: a vmapped step and evaluation of one cost more on a CPU."""
         program = Program(
             members,
             self.splits,
-            stacked=True,
+            stacked=self.pad_widths or len(members) > 1,
             placement=self.placement,
             step=step,
             slots=self.slots,

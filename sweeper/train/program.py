@@ -84,12 +84,10 @@ class Program(MemberRows):
         """Members join the program at its current step, each from its own start (a slot pool: they
         take the rows of members that ended); stacked programs only. A wider member widens the
         program: every member is padded to it, as narrower members always are."""
-        if not members:
-            return
-        wider = widest([*self.members, *members])
-        states = self._host_states(wider)
-        self.members += members
-        self._take_initial(members, states)
+        if members:
+            states = self._host_states(widest([*self.members, *members]))
+            self.members += members
+            self._take_initial(members, states)
 
     def keep(self, rows: list[int]) -> None:
         """Go on with the members at `rows` only; a slot pool's program narrows to the widest of them."""
@@ -119,22 +117,12 @@ class Program(MemberRows):
         )
         self.member_steps += len(self.members) * (stop - self.step)
         self.slot_steps += max(self.slots, len(self.members)) * (stop - self.step)
-        self._count_work(stop - self.step)
+        count_work(self, stop - self.step)
         self.step = stop
         losses, accuracies = (self.layout.results(v, len(self.members)) for v in (losses, accuracies))
         for j, member in enumerate(self.members):
             member.last_losses = losses[:, j]
         return losses, accuracies
-
-    def _count_work(self, steps: int) -> None:
-        """Add `steps` steps of work to each member's (own, computed) and the program's totals."""
-        batch = self.members[0].cfg.batch_size
-        row = work.forward_flops(self.spec, batch) * steps
-        for member in self.members:
-            own = work.forward_flops(member.spec, batch) * steps
-            member.work = (member.work[0] + own, member.work[1] + row)
-            self.work_needed += own
-            self.work_done += row
 
     # --- measuring ----------------------------------------------------------------------------------
 
@@ -190,6 +178,18 @@ class Program(MemberRows):
             {key: None if values[i] is None else float(values[i]) for key, values in columns.items()}
             for i in range(len(rows))
         ]
+
+
+def count_work(program: Program, steps: int) -> None:
+    """Add `steps` steps of forward-pass work (sweeper.work) to each member's (own, computed) and to the
+    program's totals: what its own model needs, and what its row computes at the program's widths."""
+    batch = program.members[0].cfg.batch_size
+    row = work.forward_flops(program.spec, batch) * steps
+    for member in program.members:
+        own = work.forward_flops(member.spec, batch) * steps
+        member.work = (member.work[0] + own, member.work[1] + row)
+        program.work_needed += own
+        program.work_done += row
 
 
 @functools.lru_cache(maxsize=64)
