@@ -12,8 +12,8 @@ import numpy as np
 from sweeper import memory
 from sweeper.train.member import Member
 
-# Compiled segments by (jitted segment, argument shapes), for every program of the process: a program
-# that a slot pool starts at shapes another one had runs what that one compiled.
+# Compiled segments by (jitted segment, argument shapes and dtypes), for every program of the process:
+# a program that a slot pool starts at shapes another one had runs what that one compiled.
 _COMPILED: dict[tuple[Any, tuple], Any] = {}
 
 
@@ -36,7 +36,10 @@ class CompiledSegments:
         """Run one segment of `steps` steps and wait for it: (state, outputs as numpy)."""
         started, compile_before = time.perf_counter(), self.compile_s
         # Compiled per shapes and layout: a program over several devices takes its arrays split over them.
-        shapes = tuple((np.shape(leaf), getattr(leaf, "sharding", None)) for leaf in jax.tree.leaves(args))
+        shapes = tuple(
+            (np.shape(leaf), np.result_type(leaf), getattr(leaf, "sharding", None))
+            for leaf in jax.tree.leaves(args)
+        )
         key = (self.jitted, shapes)
         if key not in _COMPILED:
             compiled = self.jitted.lower(*args).compile()
