@@ -178,9 +178,8 @@ class SlotPool:
     def _log_done(self, elapsed_s: float) -> None:
         programs = self.programs
         steps = max(p.step for p in programs) if programs else 0
-        trained, needed, done = (
-            sum(getattr(p, k) for p in programs) for k in ("member_steps", "work_needed", "work_done")
-        )
+        trained = sum(p.member_steps for p in programs)
+        needed, done = (sum(m.work[i] for m in self.entered) for i in (0, 1))
         widths = sorted({show_widths(p.widths) for p in programs})
         log.info(
             "slot pool %d done in %.1f s (compile %.1f s): %d jobs, %d program steps, %s (%s), "

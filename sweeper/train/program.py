@@ -68,7 +68,6 @@ class Program(MemberRows):
         self.pool = pool  # the slot pool's number within its sweep, None for a program of fixed members
         self.segments = CompiledSegments(self._segment())
         self.member_steps = self.slot_steps = 0  # trained by members, and the slots' capacity
-        self.work_needed = self.work_done = 0.0  # FLOPs at the members' own widths, and at the program's
         self._take_initial(members)
 
     def _segment(self) -> Any:
@@ -181,15 +180,13 @@ class Program(MemberRows):
 
 
 def count_work(program: Program, steps: int) -> None:
-    """Add `steps` steps of forward-pass work (sweeper.work) to each member's (own, computed) and to the
-    program's totals: what its own model needs, and what its row computes at the program's widths."""
+    """Add `steps` steps of forward-pass work (sweeper.work) to each member's (own, computed): what its own
+    model needs, and what its row computes at the program's widths."""
     batch = program.members[0].cfg.batch_size
     row = work.forward_flops(program.spec, batch) * steps
     for member in program.members:
         own = work.forward_flops(member.spec, batch) * steps
         member.work = (member.work[0] + own, member.work[1] + row)
-        program.work_needed += own
-        program.work_done += row
 
 
 @functools.lru_cache(maxsize=64)
